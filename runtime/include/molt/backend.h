@@ -1,0 +1,66 @@
+// Backends and executors: a Plan bound to a batch size on one device.
+//
+// The CPU backend (runtime/src/cpu) is the numerical oracle; the CUDA backend (runtime/src/cuda)
+// runs the NVRTC-compiled kernels of the same plan. Both implement Executor::launch for every
+// kernel op in docs/bundle.md; everything else (buffer naming, zeroing, entry-point order) is
+// shared in ExecutorBase so the two cannot drift.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "molt/plan.h"
+#include "molt/status.h"
+
+namespace molt {
+
+enum class DType { F32, I32 };
+
+struct BufferInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t s : shape)
+      n *= s;
+    return n;
+  }
+  size_t bytes() const { return size_t(numel()) * 4; }
+};
+
+/// A plan bound to a batch size: owns every param, its d_/m_/v_ companions and every buffer.
+class Executor {
+public:
+  virtual ~Executor() = default;
+  virtual const Plan &plan() const = 0;
+  virtual int64_t batch() const = 0;
+  /// Every tensor the executor owns (params, d_p, m_p, v_p, buffers), or nullptr.
+  virtual const BufferInfo *info(const std::string &name) const = 0;
+  virtual std::vector<std::string> names() const = 0;
+  /// Host <-> executor copies; `bytes` must equal the tensor's size.
+  virtual Status write(const std::string &name, const void *host, size_t bytes) = 0;
+  virtual Status read(const std::string &name, void *host, size_t bytes) = 0;
+  virtual Status zero(const std::string &name) = 0;
+  /// Runs an entry point: zeroes `stats` (and, for train_step, every d_p), then each invocation.
+  virtual Status run(const std::string &entryPoint) = 0;
+  /// Waits for queued work (a no-op on the CPU).
+  virtual Status synchronize() = 0;
+};
+
+class Backend {
+public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;       // "cpu" | "cuda"
+  virtual std::string deviceName() const = 0; // e.g. "2-core x86_64" or "NVIDIA H100 80GB HBM3"
+  virtual StatusOr<std::unique_ptr<Executor>> prepare(const Plan &plan, const std::string &bundleDir,
+                                                      int64_t batch) = 0;
+};
+
+/// "cpu" always works; "cuda" returns Unavailable with a one-line reason where there is no
+/// driver, no NVRTC or no device.
+StatusOr<std::unique_ptr<Backend>> createBackend(const std::string &name);
+
+} // namespace molt
