@@ -80,6 +80,8 @@ struct BufferDesc {
 
 struct LaunchConfig {
   int block[3] = {256, 1, 1};
+  std::string grid[3] = {"1", "1", "1"}; // integer, B, T, P or cdiv(X,n) (docs/bundle.md)
+  int64_t smem = 0;                       // dynamic shared memory, bytes
   int64_t tile_m = 0, tile_n = 0, tile_k = 0;
   int stages = 1;
   std::string split = "none";
