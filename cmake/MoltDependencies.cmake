@@ -51,4 +51,12 @@ if(MOLT_BUILD_TESTS)
 endif()
 if(MOLT_BUILD_BENCH)
   find_package(benchmark QUIET)
+  if(NOT TARGET benchmark::benchmark AND EXISTS ${MOLT_CARRY_DIR}/benchmark/lib/libbenchmark.so)
+    # Debian's libbenchmark.so and headers, carried to the GPU machine by scripts/gpu-check.
+    add_library(benchmark::benchmark SHARED IMPORTED)
+    set_target_properties(benchmark::benchmark PROPERTIES
+      IMPORTED_LOCATION ${MOLT_CARRY_DIR}/benchmark/lib/libbenchmark.so.1debian
+      IMPORTED_SONAME libbenchmark.so.1debian
+      INTERFACE_INCLUDE_DIRECTORIES ${MOLT_CARRY_DIR}/benchmark/include)
+  endif()
 endif()
