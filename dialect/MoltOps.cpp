@@ -1,0 +1,166 @@
+// Verifiers and helpers of the `molt` spec ops. Every message names the field and its value.
+#include "dialect/MoltOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/StringSet.h"
+
+using namespace mlir;
+using namespace mlir::molt;
+
+#define GET_OP_CLASSES
+#include "dialect/MoltOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Checks shared by the spec ops
+//===----------------------------------------------------------------------===//
+
+// A misspelt field would otherwise be kept as a discardable attribute and silently ignored.
+// Annotations from other dialects ("dialect.name") stay allowed.
+static LogicalResult verifyNoUnknownFields(Operation *op) {
+  for (NamedAttribute attr : op->getDiscardableAttrs()) {
+    if (attr.getName().getValue().contains('.'))
+      continue;
+    InFlightDiagnostic diag = op->emitOpError() << "has unknown field '" << attr.getName().getValue()
+                                                << "' (fields: ";
+    llvm::interleaveComma(op->getRegisteredInfo()->getAttributeNames(), diag,
+                          [&](StringAttr name) { diag << name.getValue(); });
+    return diag << ")";
+  }
+  return success();
+}
+
+static LogicalResult verifyPositive(Operation *op, StringRef field, int64_t value) {
+  if (value <= 0)
+    return op->emitOpError() << field << " must be positive, got " << value;
+  return success();
+}
+
+static LogicalResult verifyElementType(Operation *op, Type type) {
+  if (!type.isF32() && !type.isF16() && !type.isBF16())
+    return op->emitOpError() << "element_type must be f32, f16 or bf16, got " << type;
+  return success();
+}
+
+// topk keeps k of F features per token, so it needs k <= F.
+static LogicalResult verifyTopK(Operation *op, GateAttr gate, int64_t features,
+                                StringRef what) {
+  if (gate.getKind() == GateKind::topk && gate.getK() > features)
+    return op->emitOpError() << "activation topk k = " << gate.getK() << " exceeds " << what
+                             << " " << features;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LayerOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LayerOp::verify() {
+  Operation *op = getOperation();
+  if (failed(verifyNoUnknownFields(op)) || failed(verifyPositive(op, "d_model", getDModel())) ||
+      failed(verifyElementType(op, getElementType())))
+    return failure();
+  if (getGate().getKind() == GateKind::topk)
+    return emitOpError() << "gate topk is only valid on molt.transcoder (use jumprelu or relu)";
+  for (BucketAttr bucket : getSchedule().getBuckets())
+    if (bucket.getRank() > getDModel())
+      return emitOpError() << "schedule rank " << bucket.getRank() << " exceeds d_model = "
+                           << getDModel();
+  if (!countLayer(*this))
+    return emitOpError() << "parameter count overflows int64 (d_model = " << getDModel()
+                         << " with this schedule)";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// TranscoderOp
+//===----------------------------------------------------------------------===//
+
+LayerOp TranscoderOp::getMatchedLayer(SymbolTableCollection *symbols) {
+  FlatSymbolRefAttr matched = getMatchedAttr();
+  if (!matched)
+    return {};
+  Operation *target = symbols ? symbols->lookupNearestSymbolFrom(*this, matched)
+                              : SymbolTable::lookupNearestSymbolFrom(*this, matched);
+  return dyn_cast_or_null<LayerOp>(target);
+}
+
+FailureOr<int64_t> TranscoderOp::getFeatureCount(SymbolTableCollection *symbols) {
+  if (std::optional<int64_t> features = getFeatures())
+    return *features;
+  LayerOp layer = getMatchedLayer(symbols);
+  if (!layer)
+    return failure();
+  std::optional<LayerCounts> budget = countLayer(layer);
+  if (!budget)
+    return failure();
+  std::optional<int64_t> features =
+      matchTranscoderFeatures(getTranscoderShape(*this), budget->params);
+  if (!features)
+    return failure();
+  return *features;
+}
+
+LogicalResult TranscoderOp::verify() {
+  Operation *op = getOperation();
+  if (failed(verifyNoUnknownFields(op)) || failed(verifyPositive(op, "d_model", getDModel())) ||
+      failed(verifyElementType(op, getElementType())))
+    return failure();
+  std::optional<int64_t> features = getFeatures();
+  if (features && getMatched())
+    return emitOpError() << "takes either features or matched, not both";
+  if (!features && !getMatched())
+    return emitOpError() << "needs features = <count> or matched = @<molt.layer>";
+  if (!features)
+    return success(); // the rest depends on the layer: see verifySymbolUses
+  if (failed(verifyPositive(op, "features", *features)) ||
+      failed(verifyTopK(op, getActivation(), *features, "features =")))
+    return failure();
+  if (!countTranscoderParams(getTranscoderShape(*this), *features))
+    return emitOpError() << "parameter count overflows int64 (d_model = " << getDModel()
+                         << ", features = " << *features << ")";
+  return success();
+}
+
+LogicalResult TranscoderOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  FlatSymbolRefAttr matched = getMatchedAttr();
+  if (!matched)
+    return success();
+  Operation *target = symbols.lookupNearestSymbolFrom(*this, matched);
+  if (!target)
+    return emitOpError() << "matched symbol " << matched << " does not exist";
+  auto layer = dyn_cast<LayerOp>(target);
+  if (!layer)
+    return emitOpError() << "matched symbol " << matched << " is a '" << target->getName()
+                         << "', not a molt.layer";
+  if (layer.getDModel() != getDModel())
+    return emitOpError() << "d_model = " << getDModel() << " differs from matched layer "
+                         << matched << "'s d_model = " << layer.getDModel();
+  FailureOr<int64_t> features = getFeatureCount(&symbols);
+  if (failed(features))
+    return emitOpError() << "matched layer " << matched
+                         << " has too few parameters for even one feature";
+  return verifyTopK(*this, getActivation(), *features, "the matched feature count");
+}
+
+//===----------------------------------------------------------------------===//
+// MlpOp
+//===----------------------------------------------------------------------===//
+
+Activation MlpOp::getActivationKind() {
+  return symbolizeActivation(getActivation()).value_or(Activation::gelu);
+}
+
+LogicalResult MlpOp::verify() {
+  Operation *op = getOperation();
+  if (failed(verifyNoUnknownFields(op)) || failed(verifyPositive(op, "d_model", getDModel())) ||
+      failed(verifyPositive(op, "d_hidden", getDHidden())))
+    return failure();
+  if (!symbolizeActivation(getActivation()))
+    return emitOpError() << "unknown activation '" << getActivation()
+                         << "' (expected gelu, gelu_tanh or relu)";
+  if (!countMlpParams(*this))
+    return emitOpError() << "parameter count overflows int64 (d_model = " << getDModel()
+                         << ", d_hidden = " << getDHidden() << ")";
+  return success();
+}
