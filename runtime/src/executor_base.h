@@ -1,0 +1,65 @@
+// ExecutorBase: the part of every backend's executor that does not touch a device — naming and
+// sizing every tensor, checking the plan's invocations, and running an entry point in order.
+//
+// A backend supplies storage (allocate / writeBytes / readBytes / zeroBytes) and launch(). The
+// CPU and CUDA executors both derive from this, so buffer layout, zeroing rules and entry-point
+// order cannot drift between them.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "molt/backend.h"
+
+namespace molt {
+
+class ExecutorBase : public Executor {
+public:
+  ExecutorBase(Plan plan, int64_t batch);
+
+  /// Sizes every param (and its d_/m_/v_), every buffer (B = batch, P = B×T, Pk = B×N_k),
+  /// checks each invocation against ops.h (every argument bound once, to a tensor of the right
+  /// dtype and shape for the kernel's attrs), then allocates. Call once, from the factory.
+  Status initialize();
+
+  const Plan &plan() const override { return plan_; }
+  int64_t batch() const override { return batch_; }
+  const BufferInfo *info(const std::string &name) const override;
+  std::vector<std::string> names() const override;
+  Status write(const std::string &name, const void *host, size_t bytes) override;
+  Status read(const std::string &name, void *host, size_t bytes) override;
+  Status zero(const std::string &name) override;
+  /// Zeroes `stats`, `yhat` (when the entry point accumulates into it) and, for train_step,
+  /// every d_p; then launches each invocation in order.
+  Status run(const std::string &entryPoint) override;
+  Status synchronize() override { return Status::ok(); }
+
+  /// The param names a `params` argument lists, in order.
+  static std::vector<std::string> splitParams(const std::string &list);
+  /// Pair capacity P (= B × T).
+  int64_t pairCapacity() const { return batch_ * plan_.model.numTransforms(); }
+
+protected:
+  virtual Status allocate(const BufferInfo &info) = 0;
+  virtual Status writeBytes(const BufferInfo &info, const void *host) = 0;
+  virtual Status readBytes(const BufferInfo &info, void *host) = 0;
+  virtual Status zeroBytes(const BufferInfo &info) = 0;
+  virtual Status launch(const KernelDesc &kernel, const Invocation &invocation) = 0;
+
+  /// A kernel attribute as an integer / float / string; kernels were checked at initialize().
+  static int64_t intAttr(const KernelDesc &k, const std::string &name);
+  static double floatAttr(const KernelDesc &k, const std::string &name);
+  static std::string stringAttr(const KernelDesc &k, const std::string &name);
+
+private:
+  Status addTensor(BufferInfo info);
+  Status checkInvocation(const std::string &entry, const Invocation &inv) const;
+
+  Plan plan_;
+  int64_t batch_;
+  std::vector<BufferInfo> tensors_;
+  std::map<std::string, size_t> index_;
+};
+
+} // namespace molt
