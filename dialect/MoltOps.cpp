@@ -12,6 +12,62 @@ using namespace mlir::molt;
 #include "dialect/MoltOps.cpp.inc"
 
 //===----------------------------------------------------------------------===//
+// Syntax shared by the spec ops: `@name {field = value, ...}`
+//===----------------------------------------------------------------------===//
+
+static ParseResult parseSpec(OpAsmParser &parser, OperationState &result) {
+  StringAttr name;
+  return failure(
+      parser.parseSymbolName(name, SymbolTable::getSymbolAttrName(), result.attributes) ||
+      parser.parseOptionalAttrDict(result.attributes));
+}
+
+// Fields in the order a reader expects them (not the dictionary's alphabetical one), i64
+// integers without their `: i64`, then any annotations from other dialects.
+static void printSpec(OpAsmPrinter &p, Operation *op, ArrayRef<StringRef> fields) {
+  p << ' ';
+  p.printSymbolName(op->getAttrOfType<StringAttr>(SymbolTable::getSymbolAttrName()).getValue());
+  SmallVector<NamedAttribute> present;
+  for (StringRef field : fields)
+    if (Attribute value = op->getAttr(field))
+      present.emplace_back(StringAttr::get(op->getContext(), field), value);
+  llvm::append_range(present, op->getDiscardableAttrs());
+  p << " {";
+  llvm::interleaveComma(present, p, [&](NamedAttribute attr) {
+    auto integer = dyn_cast<IntegerAttr>(attr.getValue());
+    if (integer && integer.getType().isSignlessInteger(64))
+      p << attr.getName().getValue() << " = " << integer.getInt();
+    else
+    {
+      p.printKeywordOrString(attr.getName().getValue());
+      p << " = ";
+      p.printAttribute(attr.getValue());
+    }
+  });
+  p << "}";
+}
+
+ParseResult LayerOp::parse(OpAsmParser &parser, OperationState &result) {
+  return parseSpec(parser, result);
+}
+void LayerOp::print(OpAsmPrinter &p) {
+  printSpec(p, *this,
+            {"d_model", "element_type", "schedule", "gate", "penalty", "decoder_bias"});
+}
+ParseResult TranscoderOp::parse(OpAsmParser &parser, OperationState &result) {
+  return parseSpec(parser, result);
+}
+void TranscoderOp::print(OpAsmPrinter &p) {
+  printSpec(p, *this,
+            {"d_model", "element_type", "features", "matched", "activation", "penalty", "skip",
+             "decoder_bias"});
+}
+ParseResult MlpOp::parse(OpAsmParser &parser, OperationState &result) {
+  return parseSpec(parser, result);
+}
+void MlpOp::print(OpAsmPrinter &p) { printSpec(p, *this, {"d_model", "d_hidden", "activation"}); }
+
+//===----------------------------------------------------------------------===//
 // Checks shared by the spec ops
 //===----------------------------------------------------------------------===//
 

@@ -6,10 +6,18 @@ include "dialect/MoltAttrs.td"
 include "mlir/IR/SymbolInterfaces.td"
 include "mlir/IR/BuiltinAttributes.td"
 
-// Spec ops are top-level symbols of a builtin module: passes find them by name.
+// A size field such as `d_model = 64`: an i64 read back as a signed int64_t, so that a negative
+// value reaches the verifier (and its message) as negative.
+def Molt_SizeAttr : TypedSignlessIntegerAttrBase<I64, "int64_t", "64-bit integer"> {
+  let convertFromStorage = "$_self.getValue().getSExtValue()";
+}
+
+// Spec ops are top-level symbols of a builtin module: passes find them by name. They read
+// `@name {field = value, ...}`; the printer writes the fields in a fixed order (see
+// printSpecFields in MoltOps.cpp).
 class Molt_SpecOp<string mnemonic, list<Trait> traits = []>
     : Molt_Op<mnemonic, !listconcat([Symbol, HasParent<"::mlir::ModuleOp">], traits)> {
-  let assemblyFormat = "$sym_name attr-dict";
+  let hasCustomAssemblyFormat = 1;
   let hasVerifier = 1;
 }
 
@@ -28,7 +36,7 @@ def Molt_LayerOp : Molt_SpecOp<"layer"> {
                       penalty = #molt.penalty<tanh c = 4.0, lambda = 0.01, warmup = 0.1>}
     ```
   }];
-  let arguments = (ins SymbolNameAttr:$sym_name, I64Attr:$d_model, TypeAttr:$element_type,
+  let arguments = (ins SymbolNameAttr:$sym_name, Molt_SizeAttr:$d_model, TypeAttr:$element_type,
                        Molt_ScheduleAttr:$schedule, Molt_GateAttr:$gate,
                        Molt_PenaltyAttr:$penalty,
                        DefaultValuedAttr<BoolAttr, "true">:$decoder_bias);
@@ -49,8 +57,8 @@ def Molt_TranscoderOp : Molt_SpecOp<"transcoder",
                                  penalty = #molt.penalty<l1 lambda = 0.0, warmup = 0.0>}
     ```
   }];
-  let arguments = (ins SymbolNameAttr:$sym_name, I64Attr:$d_model, TypeAttr:$element_type,
-                       OptionalAttr<I64Attr>:$features, OptionalAttr<FlatSymbolRefAttr>:$matched,
+  let arguments = (ins SymbolNameAttr:$sym_name, Molt_SizeAttr:$d_model, TypeAttr:$element_type,
+                       OptionalAttr<Molt_SizeAttr>:$features, OptionalAttr<FlatSymbolRefAttr>:$matched,
                        Molt_GateAttr:$activation, Molt_PenaltyAttr:$penalty,
                        DefaultValuedAttr<BoolAttr, "false">:$skip,
                        DefaultValuedAttr<BoolAttr, "true">:$decoder_bias);
@@ -74,7 +82,7 @@ def Molt_MlpOp : Molt_SpecOp<"mlp"> {
     molt.mlp @teacher {d_model = 768, d_hidden = 3072, activation = "gelu_tanh"}
     ```
   }];
-  let arguments = (ins SymbolNameAttr:$sym_name, I64Attr:$d_model, I64Attr:$d_hidden,
+  let arguments = (ins SymbolNameAttr:$sym_name, Molt_SizeAttr:$d_model, Molt_SizeAttr:$d_hidden,
                        StrAttr:$activation);
   let extraClassDeclaration = [{
     /// The activation as an enum (the verifier guarantees it is a known one).
