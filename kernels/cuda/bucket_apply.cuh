@@ -1,0 +1,298 @@
+// bucket_apply and bucket_apply_bwd: gather -> V_t -> gate -> U_t -> scatter-add, the rank-r intermediate kept on chip.
+//
+// Work item = (transform t of the bucket, chunk of TM listed pairs, slice of RS ranks). Because
+// yhat is linear in h, slicing the rank splits the work exactly: each item adds
+// g * U_t[:, slice] (V_t[slice, :] x) into yhat with fp32 atomics, so large ranks spread over many
+// blocks while U/V slices stream once per token chunk. h lives in shared memory only.
+#pragma once
+
+#include "molt_kernels/common.cuh"
+
+namespace molt {
+namespace k {
+
+template <int R, int TILE_M> struct ApplyShape {
+  static constexpr int TM = TILE_M > 0 ? TILE_M : 64;             // pairs per item
+  static constexpr int RS = R >= 64 ? 64 : ((R + 15) / 16) * 16;  // ranks per item
+  static constexpr int S = (R + RS - 1) / RS;                      // rank slices
+  static_assert(TM == 16 || TM == 32 || TM == 64, "tile_m must be 16, 32 or 64");
+};
+
+/// Maps a monotonically increasing item index to (transform, first item of that transform) by
+/// walking the bucket's pair_ptr 32 transforms at a time in warp 0. Blocks visit items in
+/// increasing order, so each block walks the bucket once in all.
+template <int N, int TM, int S> struct ItemCursor {
+  int t;
+  long long base;
+  int found;
+
+  __device__ __forceinline__ void reset() {
+    t = 0;
+    base = 0;
+  }
+  /// Returns false when w is past the bucket's last item. Call with the whole block.
+  __device__ __forceinline__ bool locate(const int *ptr, long long w, ItemCursor *shared) {
+    if (threadIdx.x < 32) {
+      const int lane = threadIdx.x;
+      int t0 = shared->t;
+      long long b = shared->base;
+      int ok = 0;
+      while (t0 < N) {
+        const int tt = t0 + lane;
+        long long items = 0;
+        if (tt < N)
+          items = cdivll(ptr[tt + 1] - ptr[tt], TM) * S;
+        long long incl = items;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          long long n = __shfl_up_sync(0xffffffffu, incl, o);
+          if (lane >= o)
+            incl += n;
+        }
+        const unsigned hit = __ballot_sync(0xffffffffu, tt < N && b + incl > w);
+        if (hit) {
+          const int l = __ffs(hit) - 1;
+          const long long before = __shfl_sync(0xffffffffu, incl - items, l);
+          t0 += l;
+          b += before;
+          ok = 1;
+          break;
+        }
+        b += __shfl_sync(0xffffffffu, incl, 31);
+        t0 += 32;
+      }
+      if (lane == 0) {
+        shared->t = t0;
+        shared->base = b;
+        shared->found = ok;
+      }
+    }
+    __syncthreads();
+    return shared->found != 0;
+  }
+};
+
+/// yhat[tok] += g * U_t (V_t x[tok]) for every listed pair of the bucket.
+template <class C> __device__ __forceinline__ void bucket_apply(const Args &a) {
+  constexpr int D = C::D, R = C::R, N = C::N, OFF = C::OFF, TH = C::threads;
+  using Sh = ApplyShape<R, C::tile_m>;
+  constexpr int TM = Sh::TM, RS = Sh::RS, S = Sh::S, KT = 32, DT = 64;
+  const float *x = arg<float>(a, 0), *u = arg<float>(a, 1), *v = arg<float>(a, 2);
+  const int *ptr = arg<int>(a, 3) + OFF, *ptok = arg<int>(a, 4);
+  const float *pgate = arg<float>(a, 5);
+  float *yhat = arg<float>(a, 6);
+
+  constexpr int kTileWords = KT * (TM + 1) + KT * (RS + 1) > RS * (DT + 1)
+                                 ? KT * (TM + 1) + KT * (RS + 1)
+                                 : RS * (DT + 1);
+  __shared__ float hs[RS * (TM + 1)]; // g * h, stored [r][m]
+  __shared__ float tiles[kTileWords];
+  __shared__ int toks[TM];
+  __shared__ float gates[TM];
+  __shared__ ItemCursor<N, TM, S> cursor;
+  if (threadIdx.x == 0)
+    cursor.reset();
+  __syncthreads();
+
+  for (long long w = blockIdx.x;; w += gridDim.x) {
+    if (!cursor.locate(ptr, w, &cursor))
+      break;
+    const int t = cursor.t;
+    const long long local = w - cursor.base;
+    const int r0 = int(local % S) * RS;
+    const long long p0 = ptr[t] + (local / S) * TM;
+    const int n = int(min((long long)TM, (long long)ptr[t + 1] - p0));
+    for (int m = threadIdx.x; m < TM; m += TH) {
+      toks[m] = m < n ? ptok[p0 + m] : -1;
+      gates[m] = m < n ? pgate[p0 + m] : 0.f;
+    }
+    __syncthreads();
+    const float *vt = v + (long long)t * R * D;
+    const float *ut = u + (long long)t * D * R;
+
+    // h[m][r] = sum_k x[tok_m][k] V_t[r0 + r][k]
+    TileAcc<TM, RS, TH> h;
+    h.zero();
+    float *xs = tiles, *vs = tiles + KT * (TM + 1);
+    for (int k0 = 0; k0 < D; k0 += KT) {
+      stageRowsT<TM, KT, TM + 1, TH>(xs, [&](int m, int kk) {
+        const int tok = toks[m], kx = k0 + kk;
+        return tok >= 0 && kx < D ? x[(long long)tok * D + kx] : 0.f;
+      });
+      stageRowsT<RS, KT, RS + 1, TH>(vs, [&](int r, int kk) {
+        const int rr = r0 + r, kx = k0 + kk;
+        return rr < R && kx < D ? vt[(long long)rr * D + kx] : 0.f;
+      });
+      __syncthreads();
+      h.template mma<KT, TM + 1, RS + 1>(xs, vs);
+      __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < h.IM; ++i)
+#pragma unroll
+      for (int j = 0; j < h.IN; ++j)
+        hs[h.col(j) * (TM + 1) + h.row(i)] = gates[h.row(i)] * h.c[i][j];
+
+    // yhat[tok_m][j] += sum_r gh[m][r] U_t[j][r0 + r], one column tile at a time
+    float *us = tiles;
+    for (int j0 = 0; j0 < D; j0 += DT) {
+      __syncthreads(); // hs written / previous us consumed
+      stageRowsT<DT, RS, DT + 1, TH>(us, [&](int j, int r) {
+        const int jj = j0 + j, rr = r0 + r;
+        return jj < D && rr < R ? ut[(long long)jj * R + rr] : 0.f;
+      });
+      __syncthreads();
+      TileAcc<TM, DT, TH> y;
+      y.zero();
+      y.template mma<RS, TM + 1, DT + 1>(hs, us);
+#pragma unroll
+      for (int i = 0; i < y.IM; ++i) {
+        const int tok = toks[y.row(i)];
+        if (tok < 0)
+          continue;
+#pragma unroll
+        for (int j = 0; j < y.IN; ++j) {
+          const int jj = j0 + y.col(j);
+          if (jj < D)
+            atomicAdd(&yhat[(long long)tok * D + jj], y.c[i][j]);
+        }
+      }
+    }
+    __syncthreads(); // toks, gates, tiles reused by the next item
+  }
+}
+
+/// Gradients of bucket_apply: d_u, d_v (+=, fp32 atomics) and pair_dgate (+= h.z). h and
+/// z = U_t^T dy are recomputed per item and never leave shared memory.
+template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &a) {
+  constexpr int D = C::D, R = C::R, N = C::N, OFF = C::OFF, TH = C::threads;
+  using Sh = ApplyShape<R, C::tile_m>;
+  constexpr int TM = Sh::TM, RS = Sh::RS, S = Sh::S, KT = 16, DT = 32;
+  const float *dy = arg<float>(a, 0), *x = arg<float>(a, 1), *u = arg<float>(a, 2),
+              *v = arg<float>(a, 3);
+  const int *ptr = arg<int>(a, 4) + OFF, *ptok = arg<int>(a, 5);
+  const float *pgate = arg<float>(a, 6);
+  float *du = arg<float>(a, 7), *dv = arg<float>(a, 8), *pdgate = arg<float>(a, 9);
+
+  constexpr int kTileA = KT * (TM + 1) + KT * (RS + 1), kTileB = TM * (DT + 1);
+  __shared__ float gh[TM * (RS + 1)]; // g * h, [m][r]
+  __shared__ float gz[TM * (RS + 1)]; // g * z, [m][r]
+  __shared__ float tiles[kTileA > kTileB ? kTileA : kTileB];
+  __shared__ int toks[TM];
+  __shared__ float gates[TM];
+  __shared__ ItemCursor<N, TM, S> cursor;
+  if (threadIdx.x == 0)
+    cursor.reset();
+  __syncthreads();
+
+  for (long long w = blockIdx.x;; w += gridDim.x) {
+    if (!cursor.locate(ptr, w, &cursor))
+      break;
+    const int t = cursor.t;
+    const long long local = w - cursor.base;
+    const int r0 = int(local % S) * RS;
+    const long long p0 = ptr[t] + (local / S) * TM;
+    const int n = int(min((long long)TM, (long long)ptr[t + 1] - p0));
+    for (int m = threadIdx.x; m < TM; m += TH) {
+      toks[m] = m < n ? ptok[p0 + m] : -1;
+      gates[m] = m < n ? pgate[p0 + m] : 0.f;
+    }
+    __syncthreads();
+    const float *vt = v + (long long)t * R * D;
+    const float *ut = u + (long long)t * D * R;
+    float *dut = du + (long long)t * D * R;
+    float *dvt = dv + (long long)t * R * D;
+    float *as = tiles, *bs = tiles + KT * (TM + 1);
+
+    TileAcc<TM, RS, TH> h, z;
+    h.zero();
+    z.zero();
+    for (int k0 = 0; k0 < D; k0 += KT) {
+      stageRowsT<TM, KT, TM + 1, TH>(as, [&](int m, int kk) {
+        const int tok = toks[m], kx = k0 + kk;
+        return tok >= 0 && kx < D ? x[(long long)tok * D + kx] : 0.f;
+      });
+      stageRowsT<RS, KT, RS + 1, TH>(bs, [&](int r, int kk) {
+        const int rr = r0 + r, kx = k0 + kk;
+        return rr < R && kx < D ? vt[(long long)rr * D + kx] : 0.f;
+      });
+      __syncthreads();
+      h.template mma<KT, TM + 1, RS + 1>(as, bs);
+      __syncthreads();
+      stageRowsT<TM, KT, TM + 1, TH>(as, [&](int m, int kk) {
+        const int tok = toks[m], kx = k0 + kk;
+        return tok >= 0 && kx < D ? dy[(long long)tok * D + kx] : 0.f;
+      });
+      stageCols<KT, RS, RS + 1, TH>(bs, [&](int kk, int r) {
+        const int rr = r0 + r, kx = k0 + kk;
+        return rr < R && kx < D ? ut[(long long)kx * R + rr] : 0.f;
+      });
+      __syncthreads();
+      z.template mma<KT, TM + 1, RS + 1>(as, bs);
+      __syncthreads();
+    }
+
+    // pair_dgate += h . z over this rank slice; the 16 threads of a row share a half-warp.
+#pragma unroll
+    for (int i = 0; i < h.IM; ++i) {
+      float s = 0.f;
+#pragma unroll
+      for (int j = 0; j < h.IN; ++j) {
+        s = fmaf(h.c[i][j], z.c[i][j], s);
+        const int m = h.row(i), r = h.col(j);
+        gh[m * (RS + 1) + r] = gates[m] * h.c[i][j];
+        gz[m * (RS + 1) + r] = gates[m] * z.c[i][j];
+      }
+#pragma unroll
+      for (int o = 8; o > 0; o >>= 1)
+        s += __shfl_xor_sync(0xffffffffu, s, o);
+      if (threadIdx.x % 16 == 0 && h.row(i) < n)
+        atomicAdd(&pdgate[p0 + h.row(i)], s);
+    }
+
+    // d_u_t[j][r0 + r] += sum_m dy[tok_m][j] gh[m][r]
+    for (int j0 = 0; j0 < D; j0 += DT) {
+      __syncthreads();
+      stageCols<TM, DT, DT + 1, TH>(tiles, [&](int m, int c) {
+        const int tok = toks[m], jj = j0 + c;
+        return tok >= 0 && jj < D ? dy[(long long)tok * D + jj] : 0.f;
+      });
+      __syncthreads();
+      TileAcc<DT, RS, TH> g;
+      g.zero();
+      g.template mma<TM, DT + 1, RS + 1>(tiles, gh);
+#pragma unroll
+      for (int i = 0; i < g.IM; ++i)
+#pragma unroll
+        for (int j = 0; j < g.IN; ++j) {
+          const int jj = j0 + g.row(i), rr = r0 + g.col(j);
+          if (jj < D && rr < R)
+            atomicAdd(&dut[(long long)jj * R + rr], g.c[i][j]);
+        }
+    }
+    // d_v_t[r0 + r][k] += sum_m gz[m][r] x[tok_m][k]
+    for (int k0 = 0; k0 < D; k0 += DT) {
+      __syncthreads();
+      stageCols<TM, DT, DT + 1, TH>(tiles, [&](int m, int c) {
+        const int tok = toks[m], kx = k0 + c;
+        return tok >= 0 && kx < D ? x[(long long)tok * D + kx] : 0.f;
+      });
+      __syncthreads();
+      TileAcc<RS, DT, TH> g;
+      g.zero();
+      g.template mma<TM, RS + 1, DT + 1>(gz, tiles);
+#pragma unroll
+      for (int i = 0; i < g.IM; ++i)
+#pragma unroll
+        for (int j = 0; j < g.IN; ++j) {
+          const int rr = r0 + g.row(i), kx = k0 + g.col(j);
+          if (rr < R && kx < D)
+            atomicAdd(&dvt[(long long)rr * D + kx], g.c[i][j]);
+        }
+    }
+    __syncthreads();
+  }
+}
+
+} // namespace k
+} // namespace molt
