@@ -1,5 +1,6 @@
 // Registers the `molt` dialect's attributes and ops.
 #include "dialect/MoltOps.h"
+#include "dialect/MoltProgramOps.h"
 
 using namespace mlir;
 using namespace mlir::molt;
@@ -12,5 +13,9 @@ void MoltDialect::initialize() {
   addOperations<
 #define GET_OP_LIST
 #include "dialect/MoltOps.cpp.inc"
+      >();
+  addOperations<
+#define GET_OP_LIST
+#include "dialect/MoltProgramOps.cpp.inc"
       >();
 }
