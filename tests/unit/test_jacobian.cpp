@@ -1,0 +1,424 @@
+// Jacobians and jacobian_cosine: against float64 central differences, dense references and each other.
+#include "molt/jacobian.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <unistd.h>
+
+#include "molt/safetensors.h"
+
+namespace molt {
+namespace {
+
+std::vector<float> randomVec(std::mt19937_64 &rng, size_t n, double sd) {
+  std::normal_distribution<double> N(0.0, sd);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = float(N(rng));
+  return v;
+}
+
+TeacherMlp randomTeacher(int64_t d, int64_t h, Activation act, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  TeacherMlp t;
+  t.d = d, t.h = h, t.activation = act;
+  auto cp = [&](size_t n, double sd) {
+    auto f = randomVec(rng, n, sd);
+    return std::vector<double>(f.begin(), f.end());
+  };
+  t.w_in = cp(size_t(h * d), 1.0 / std::sqrt(double(d)));
+  t.b_in = cp(size_t(h), 0.3);
+  t.w_out = cp(size_t(d * h), 1.0 / std::sqrt(double(h)));
+  t.b_out = cp(size_t(d), 0.1);
+  return t;
+}
+
+struct Model {
+  ModelDesc desc;
+  HostTensors params;
+};
+
+// Encoder, thresholds and decoder bias of `units` units. JumpReLU thresholds lie in
+// [0.05, ~0.35], so a good share of units open on unit-scale inputs.
+void addEncoder(Model &m, std::mt19937_64 &rng, int64_t units, int64_t d, const std::string &gate) {
+  m.desc.d_model = d;
+  m.desc.gate.kind = gate;
+  m.params["enc_w"] = randomVec(rng, size_t(units * d), 1.0 / std::sqrt(double(d)));
+  m.params["enc_b"] = randomVec(rng, size_t(units), 0.2);
+  if (gate == "jumprelu") {
+    std::vector<float> th = randomVec(rng, size_t(units), 0.1);
+    for (float &t : th)
+      t = std::fabs(t) + 0.05f;
+    m.params["theta"] = th;
+  }
+  m.params["dec_b"] = randomVec(rng, size_t(d), 0.1);
+}
+
+// A MOLT whose thresholds leave roughly half the transforms open on unit-scale inputs.
+Model randomMolt(int64_t d, std::vector<Bucket> buckets, const std::string &gate, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Model m;
+  m.desc.kind = "molt";
+  m.desc.buckets = buckets;
+  int64_t T = 0;
+  for (size_t k = 0; k < buckets.size(); ++k) {
+    const Bucket &b = buckets[k];
+    T += b.count;
+    m.params["u" + std::to_string(k)] = randomVec(rng, size_t(b.count * d * b.rank), 0.5);
+    m.params["v" + std::to_string(k)] = randomVec(rng, size_t(b.count * b.rank * d), 0.5);
+  }
+  addEncoder(m, rng, T, d, gate);
+  return m;
+}
+
+Model randomTranscoder(int64_t d, int64_t F, const std::string &gate, int64_t k, bool skip,
+                       uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Model m;
+  m.desc.kind = "transcoder";
+  m.desc.features = F;
+  m.desc.gate.k = k;
+  m.desc.skip = skip;
+  addEncoder(m, rng, F, d, gate);
+  m.params["dec_w"] = randomVec(rng, size_t(F * d), 0.5);
+  if (skip)
+    m.params["skip_w"] = randomVec(rng, size_t(d * d), 0.2);
+  return m;
+}
+
+ReplacementLayer layerOf(const Model &m) {
+  auto l = makeReplacement(m.desc, m.params);
+  EXPECT_TRUE(l.isOk()) << l.status().message();
+  return *l;
+}
+
+// Distance from x to the nearest gate decision boundary of the layer (for TopK also the gap
+// between the k-th and (k+1)-th pre-activation), and of the teacher's relu kinks.
+double gateMargin(const ReplacementLayer &L, const double *x) {
+  std::vector<double> pre(size_t(L.units));
+  double m = 1e9;
+  for (int64_t t = 0; t < L.units; ++t) {
+    double a = L.enc_sign * L.enc_b[size_t(t)];
+    for (int64_t j = 0; j < L.d; ++j)
+      a += L.enc_w[size_t(t * L.d + j)] * x[j];
+    pre[size_t(t)] = a;
+    m = std::min(m, std::fabs(a - (L.gate == "jumprelu" ? L.theta[size_t(t)] : 0.0)));
+  }
+  if (L.gate == "topk") {
+    std::sort(pre.begin(), pre.end(), std::greater<double>());
+    m = std::min(m, pre[size_t(L.topk - 1)] - pre[size_t(L.topk)]);
+  }
+  return m;
+}
+
+// Points at least `margin` from every gate boundary, so central differences see a smooth map.
+std::vector<double> safePoints(const ReplacementLayer &L, const TeacherMlp *T, int count,
+                               double margin, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> N(0.0, 1.0);
+  std::vector<double> out;
+  std::vector<double> pre(T ? size_t(T->h) : 0);
+  while (int64_t(out.size()) < count * L.d) {
+    std::vector<double> x(size_t(L.d));
+    for (double &v : x)
+      v = N(rng);
+    if (gateMargin(L, x.data()) < margin)
+      continue;
+    if (T && T->activation == Activation::Relu) {
+      teacherPreactivation(*T, x.data(), pre.data());
+      double mm = 1e9;
+      for (double p : pre)
+        mm = std::min(mm, std::fabs(p));
+      if (mm < margin)
+        continue;
+    }
+    out.insert(out.end(), x.begin(), x.end());
+  }
+  return out;
+}
+
+template <typename F>
+std::vector<double> finiteDifferenceJacobian(F &&f, const double *x, int64_t d, double eps) {
+  std::vector<double> J(size_t(d * d)), xp(x, x + d), yp(static_cast<size_t>(d)), ym(static_cast<size_t>(d));
+  for (int64_t j = 0; j < d; ++j) {
+    xp[size_t(j)] = x[j] + eps;
+    f(xp.data(), yp.data());
+    xp[size_t(j)] = x[j] - eps;
+    f(xp.data(), ym.data());
+    xp[size_t(j)] = x[j];
+    for (int64_t i = 0; i < d; ++i)
+      J[size_t(i * d + j)] = (yp[size_t(i)] - ym[size_t(i)]) / (2 * eps);
+  }
+  return J;
+}
+
+void expectClose(const std::vector<double> &a, const std::vector<double> &b, double tol,
+                 const std::string &what) {
+  ASSERT_EQ(a.size(), b.size());
+  double scale = 0;
+  for (double v : b)
+    scale = std::max(scale, std::fabs(v));
+  for (size_t i = 0; i < a.size(); ++i)
+    ASSERT_NEAR(a[i], b[i], tol * (1.0 + scale)) << what << " entry " << i;
+}
+
+void checkLayerAgainstFiniteDifferences(const Model &m, const std::string &what) {
+  ReplacementLayer L = layerOf(m);
+  const int64_t d = L.d;
+  std::vector<double> xs = safePoints(L, nullptr, 5, 1e-3, 7);
+  std::vector<double> J(size_t(d * d)), v(static_cast<size_t>(d)), jv(static_cast<size_t>(d)), want(static_cast<size_t>(d));
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> N(0.0, 1.0);
+  int64_t opened = 0;
+  for (int p = 0; p < 5; ++p) {
+    const double *x = &xs[size_t(p * d)];
+    std::vector<ActiveUnit> act;
+    activeUnits(L, x, act);
+    opened += int64_t(act.size());
+    replacementJacobian(L, x, J.data());
+    auto fd = finiteDifferenceJacobian(
+        [&](const double *xx, double *yy) { replacementForward(L, xx, yy); }, x, d, 1e-6);
+    expectClose(J, fd, 1e-7, what + " J vs finite differences");
+    // The JVP is J·v without forming J.
+    for (double &e : v)
+      e = N(rng);
+    replacementJvp(L, x, v.data(), jv.data());
+    for (int64_t i = 0; i < d; ++i) {
+      want[size_t(i)] = 0;
+      for (int64_t j = 0; j < d; ++j)
+        want[size_t(i)] += J[size_t(i * d + j)] * v[size_t(j)];
+    }
+    expectClose(jv, want, 1e-12, what + " jvp");
+  }
+  EXPECT_GT(opened, 0) << what << ": no unit ever opened, the test checks nothing";
+}
+
+TEST(Jacobian, MoltJumpReluMatchesFiniteDifferences) {
+  checkLayerAgainstFiniteDifferences(randomMolt(7, {{4, 2}, {2, 3}, {1, 3}}, "jumprelu", 11),
+                                     "molt/jumprelu");
+}
+
+TEST(Jacobian, MoltReluMatchesFiniteDifferences) {
+  checkLayerAgainstFiniteDifferences(randomMolt(6, {{3, 2}, {1, 4}}, "relu", 12), "molt/relu");
+}
+
+TEST(Jacobian, TranscoderGatesMatchFiniteDifferences) {
+  checkLayerAgainstFiniteDifferences(randomTranscoder(6, 15, "relu", 0, true, 13), "tc/relu+skip");
+  checkLayerAgainstFiniteDifferences(randomTranscoder(6, 15, "jumprelu", 0, false, 14), "tc/jumprelu");
+  checkLayerAgainstFiniteDifferences(randomTranscoder(6, 15, "topk", 4, true, 15), "tc/topk+skip");
+}
+
+TEST(Jacobian, TeacherMatchesFiniteDifferencesForEveryActivation) {
+  for (Activation a : {Activation::Gelu, Activation::GeluTanh, Activation::Relu}) {
+    TeacherMlp T = randomTeacher(5, 11, a, 21);
+    ReplacementLayer dummy = layerOf(randomTranscoder(5, 3, "relu", 0, false, 1));
+    std::vector<double> xs = safePoints(dummy, &T, 4, 1e-3, 5);
+    std::vector<double> J(25), v(5), jv(5), want(5);
+    for (int p = 0; p < 4; ++p) {
+      const double *x = &xs[size_t(p * 5)];
+      teacherJacobian(T, x, J.data());
+      auto fd = finiteDifferenceJacobian(
+          [&](const double *xx, double *yy) { teacherForward(T, xx, yy); }, x, 5, 1e-6);
+      expectClose(J, fd, 1e-7, activationName(a));
+      for (int j = 0; j < 5; ++j)
+        v[size_t(j)] = j - 2.0;
+      teacherJvp(T, x, v.data(), jv.data());
+      for (int i = 0; i < 5; ++i) {
+        want[size_t(i)] = 0;
+        for (int j = 0; j < 5; ++j)
+          want[size_t(i)] += J[size_t(i * 5 + j)] * v[size_t(j)];
+      }
+      expectClose(jv, want, 1e-12, std::string(activationName(a)) + " jvp");
+    }
+  }
+}
+
+std::vector<float> randomRows(int64_t n, int64_t d, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  return randomVec(rng, size_t(n * d), 1.0);
+}
+
+void expectExactEqualsDense(const Model &m, const TeacherMlp &T, const std::string &what) {
+  const int64_t n = 40;
+  std::vector<float> x = randomRows(n, m.desc.d_model, 99);
+  JacobianOptions exact, dense;
+  dense.method = JacobianMethod::Dense;
+  auto a = jacobianCosine(m.desc, m.params, T, x.data(), n, exact);
+  auto b = jacobianCosine(m.desc, m.params, T, x.data(), n, dense);
+  ASSERT_TRUE(a.isOk()) << a.status().message();
+  ASSERT_TRUE(b.isOk()) << b.status().message();
+  for (int64_t i = 0; i < n; ++i)
+    EXPECT_NEAR(a->per_token[size_t(i)], b->per_token[size_t(i)], 1e-10) << what << " token " << i;
+  EXPECT_NEAR(a->mean, b->mean, 1e-11) << what;
+  EXPECT_EQ(a->degenerate, b->degenerate) << what;
+  EXPECT_LT(a->degenerate, n / 2) << what << ": most tokens have a zero Jacobian";
+  EXPECT_GT(std::fabs(a->mean), 1e-3) << what << ": a zero cosine checks nothing";
+}
+
+TEST(JacobianCosine, IdentitiesEqualDenseJacobians) {
+  TeacherMlp T = randomTeacher(9, 17, Activation::Gelu, 31);
+  expectExactEqualsDense(randomMolt(9, {{5, 2}, {3, 3}, {1, 5}}, "jumprelu", 32), T, "molt/jumprelu");
+  expectExactEqualsDense(randomMolt(9, {{4, 3}, {2, 2}}, "relu", 33), T, "molt/relu");
+  expectExactEqualsDense(randomTranscoder(9, 20, "relu", 0, true, 34), T, "tc/relu+skip");
+  expectExactEqualsDense(randomTranscoder(9, 20, "topk", 5, false, 35), T, "tc/topk");
+  TeacherMlp R = randomTeacher(9, 17, Activation::Relu, 36);
+  expectExactEqualsDense(randomTranscoder(9, 20, "jumprelu", 0, true, 37), R, "tc/jumprelu+skip");
+  TeacherMlp G = randomTeacher(9, 17, Activation::GeluTanh, 38);
+  expectExactEqualsDense(randomMolt(9, {{6, 1}, {2, 4}}, "jumprelu", 39), G, "molt/gelu_tanh");
+}
+
+TEST(JacobianCosine, RandomisedEstimateIsWithinThreeStandardErrors) {
+  const int64_t d = 24, n = 200;
+  TeacherMlp T = randomTeacher(d, 48, Activation::Gelu, 41);
+  std::vector<float> x = randomRows(n, d, 42);
+  for (const Model &m : {randomMolt(d, {{8, 2}, {4, 4}, {2, 8}}, "jumprelu", 43),
+                         randomTranscoder(d, 60, "relu", 0, true, 44)}) {
+    auto exact = jacobianCosine(m.desc, m.params, T, x.data(), n);
+    ASSERT_TRUE(exact.isOk()) << exact.status().message();
+    for (bool gaussian : {false, true}) {
+      JacobianOptions o;
+      o.method = JacobianMethod::Random;
+      o.probes = 64;
+      o.gaussian = gaussian;
+      o.seed = 5;
+      auto est = jacobianCosine(m.desc, m.params, T, x.data(), n, o);
+      ASSERT_TRUE(est.isOk()) << est.status().message();
+      EXPECT_GT(est->probe_std_error, 0.0);
+      EXPECT_LT(est->probe_std_error, 0.02); // 200 tokens × 64 probes pin it down well
+      EXPECT_NEAR(est->mean, exact->mean, 3 * est->probe_std_error)
+          << m.desc.kind << (gaussian ? " gaussian" : " rademacher");
+      EXPECT_GE(est->std_error, est->probe_std_error * 0.5);
+      // Same seed, same answer, whatever the threads did.
+      auto again = jacobianCosine(m.desc, m.params, T, x.data(), n, o);
+      EXPECT_EQ(again->mean, est->mean);
+    }
+  }
+}
+
+// Numerical rank by Gaussian elimination with full pivoting.
+int64_t numericalRank(std::vector<double> A, int64_t d, double relTol) {
+  double scale = 0;
+  for (double v : A)
+    scale = std::max(scale, std::fabs(v));
+  int64_t rank = 0;
+  std::vector<char> rowUsed(size_t(d), 0), colUsed(size_t(d), 0);
+  for (int64_t step = 0; step < d; ++step) {
+    double best = 0;
+    int64_t pr = -1, pc = -1;
+    for (int64_t i = 0; i < d; ++i)
+      for (int64_t j = 0; j < d; ++j)
+        if (!rowUsed[size_t(i)] && !colUsed[size_t(j)] && std::fabs(A[size_t(i * d + j)]) > best)
+          best = std::fabs(A[size_t(i * d + j)]), pr = i, pc = j;
+    if (pr < 0 || best <= relTol * scale)
+      break;
+    ++rank;
+    rowUsed[size_t(pr)] = colUsed[size_t(pc)] = 1;
+    for (int64_t i = 0; i < d; ++i) {
+      if (rowUsed[size_t(i)])
+        continue;
+      double f = A[size_t(i * d + pc)] / A[size_t(pr * d + pc)];
+      for (int64_t j = 0; j < d; ++j)
+        A[size_t(i * d + j)] -= f * A[size_t(pr * d + j)];
+    }
+  }
+  return rank;
+}
+
+TEST(Jacobian, TranscoderRankIsAtMostL0ButMoltsIsNot) {
+  const int64_t d = 16;
+  ReplacementLayer tc = layerOf(randomTranscoder(d, 40, "topk", 3, true, 51));
+  ReplacementLayer molt = layerOf(randomMolt(d, {{8, 3}, {4, 6}}, "relu", 52));
+  std::vector<float> xf = randomRows(10, d, 53);
+  std::vector<double> J(size_t(d * d));
+  for (int p = 0; p < 10; ++p) {
+    std::vector<double> x(xf.begin() + p * d, xf.begin() + (p + 1) * d);
+    std::vector<ActiveUnit> act;
+    activeUnits(tc, x.data(), act);
+    replacementJacobian(tc, x.data(), J.data());
+    for (int64_t i = 0; i < d * d; ++i)
+      J[size_t(i)] -= tc.skip_w[size_t(i)];
+    EXPECT_LE(numericalRank(J, d, 1e-10), int64_t(act.size()));
+    EXPECT_EQ(numericalRank(tc.skip_w, d, 1e-10), d); // the skip itself is full rank
+
+    activeUnits(molt, x.data(), act);
+    replacementJacobian(molt, x.data(), J.data());
+    if (act.size() >= 2) // two rank-≥4 transforms plus their rank-one terms already exceed L0
+      EXPECT_GT(numericalRank(J, d, 1e-10), int64_t(act.size()));
+  }
+}
+
+TEST(Jacobian, BadParamsAreOneLineErrors) {
+  Model m = randomMolt(5, {{2, 2}}, "jumprelu", 61);
+  Model missing = m;
+  missing.params.erase("v0");
+  auto a = makeReplacement(missing.desc, missing.params);
+  ASSERT_FALSE(a.isOk());
+  EXPECT_EQ(a.status().code(), Code::NotFound);
+  EXPECT_NE(a.status().message().find("'v0'"), std::string::npos);
+  Model wrong = m;
+  wrong.params["enc_w"].pop_back();
+  auto b = makeReplacement(wrong.desc, wrong.params);
+  ASSERT_FALSE(b.isOk());
+  EXPECT_NE(b.status().message().find("enc_w"), std::string::npos);
+  Model nan = m;
+  nan.params["u0"][3] = NAN;
+  EXPECT_FALSE(makeReplacement(nan.desc, nan.params).isOk());
+  Model topk = randomTranscoder(5, 4, "topk", 9, false, 62);
+  EXPECT_FALSE(makeReplacement(topk.desc, topk.params).isOk());
+
+  TeacherMlp T = randomTeacher(6, 8, Activation::Gelu, 63); // d=6 against the layer's 5
+  std::vector<float> x(10, 0.5f);
+  auto c = jacobianCosine(m.desc, m.params, T, x.data(), 2);
+  ASSERT_FALSE(c.isOk());
+  EXPECT_NE(c.status().message().find("d=6"), std::string::npos);
+  TeacherMlp T5 = randomTeacher(5, 8, Activation::Gelu, 64);
+  x[7] = NAN;
+  auto e = jacobianCosine(m.desc, m.params, T5, x.data(), 2);
+  ASSERT_FALSE(e.isOk());
+  EXPECT_NE(e.status().message().find("row 1"), std::string::npos);
+}
+
+std::string tempPath(const std::string &name) {
+  return std::string(MOLT_BINARY_DIR) + "/test_jacobian_" + std::to_string(getpid()) + "_" + name;
+}
+
+TEST(Teacher, LoadsTheContractFormatAndRejectsBadFiles) {
+  TeacherMlp T = randomTeacher(4, 6, Activation::GeluTanh, 71);
+  auto f32 = [](const std::vector<double> &v) { return std::vector<float>(v.begin(), v.end()); };
+  std::vector<TensorData> ts = {f32Tensor("w_in", {6, 4}, f32(T.w_in)),
+                                f32Tensor("b_in", {6}, f32(T.b_in)),
+                                f32Tensor("w_out", {4, 6}, f32(T.w_out)),
+                                f32Tensor("b_out", {4}, f32(T.b_out))};
+  const std::string good = tempPath("good.safetensors");
+  ASSERT_TRUE(writeSafetensors(good, ts, {{"activation", "gelu_tanh"}}).isOk());
+  auto loaded = loadTeacher(good);
+  ASSERT_TRUE(loaded.isOk()) << loaded.status().message();
+  EXPECT_EQ(loaded->d, 4);
+  EXPECT_EQ(loaded->h, 6);
+  EXPECT_EQ(loaded->activation, Activation::GeluTanh);
+  for (size_t i = 0; i < T.w_out.size(); ++i)
+    EXPECT_EQ(loaded->w_out[i], double(float(T.w_out[i])));
+
+  const std::string bad = tempPath("bad.safetensors");
+  ASSERT_TRUE(writeSafetensors(bad, ts, {{"activation", "swish"}}).isOk());
+  auto b = loadTeacher(bad);
+  ASSERT_FALSE(b.isOk());
+  EXPECT_NE(b.status().message().find("swish"), std::string::npos);
+  ASSERT_TRUE(writeSafetensors(bad, ts, {}).isOk());
+  EXPECT_FALSE(loadTeacher(bad).isOk());
+  ts[2] = f32Tensor("w_out", {4, 5}, std::vector<float>(20, 0.f));
+  ASSERT_TRUE(writeSafetensors(bad, ts, {{"activation", "relu"}}).isOk());
+  auto c = loadTeacher(bad);
+  ASSERT_FALSE(c.isOk());
+  EXPECT_NE(c.status().message().find("w_out"), std::string::npos);
+  EXPECT_EQ(c.status().message().find('\n'), std::string::npos);
+  EXPECT_EQ(loadTeacher(tempPath("absent.safetensors")).status().code(), Code::NotFound);
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+}
+
+} // namespace
+} // namespace molt
