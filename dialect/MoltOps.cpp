@@ -17,9 +17,15 @@ using namespace mlir::molt;
 
 static ParseResult parseSpec(OpAsmParser &parser, OperationState &result) {
   StringAttr name;
-  return failure(
-      parser.parseSymbolName(name, SymbolTable::getSymbolAttrName(), result.attributes) ||
-      parser.parseOptionalAttrDict(result.attributes));
+  if (parser.parseSymbolName(name, SymbolTable::getSymbolAttrName(), result.attributes))
+    return failure();
+  SMLoc fieldsLoc = parser.getCurrentLocation();
+  if (parser.parseOptionalAttrDict(result.attributes))
+    return failure();
+  // A field of the wrong kind (`decoder_bias = 1`) would otherwise be dropped on its way into
+  // the op's properties and read back as null.
+  return result.name.verifyInherentAttrs(result.attributes,
+                                         [&] { return parser.emitError(fieldsLoc); });
 }
 
 // Fields in the order a reader expects them (not the dictionary's alphabetical one), i64
