@@ -1,0 +1,52 @@
+// NVRTC compilation and the on-disk kernel cache: usable without a GPU (CI, molt-compile --verify).
+//
+// Only libnvrtc is needed (opened with dlopen); nothing here touches the driver. The CUDA
+// backend itself is reached through molt::createBackend("cuda").
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "molt/status.h"
+
+namespace molt::cuda {
+
+/// Compiles one CUDA C++ translation unit with NVRTC for `arch` ("sm_80", "sm_90a", ...):
+/// a cubin when `cubin`, else PTX for the matching compute_XY. `includeDirs` become -I;
+/// `headers` (include name -> text) are supplied in memory. Errors carry the NVRTC log.
+StatusOr<std::string> compileSource(const std::string &source, const std::string &name,
+                                    const std::vector<std::string> &includeDirs,
+                                    const std::string &arch, bool cubin,
+                                    const std::map<std::string, std::string> &headers = {});
+
+/// "13.0", or Unavailable when there is no NVRTC.
+StatusOr<std::string> nvrtcVersion();
+
+/// $MOLT_CACHE_DIR, else $XDG_CACHE_HOME/molt/kernels, else ~/.cache/molt/kernels.
+std::string defaultCacheDir();
+
+struct CompiledImage {
+  std::string image; // cubin, or NUL-terminated PTX
+  bool cubin = true;
+  bool cacheHit = false;
+  std::string arch; // what it was built for ("sm_90" or "compute_90" for PTX)
+};
+
+/// compileSource behind the disk cache. The key hashes the source, every header it includes
+/// (followed through includeDirs and `headers`), the NVRTC version, arch, output kind and
+/// options. Entries are written atomically (temp file + rename; safe with several processes)
+/// and carry a checksum: a corrupt entry is recompiled and replaced. When NVRTC cannot build a
+/// cubin for `arch` (a GPU newer than the toolkit), PTX for its newest supported arch is
+/// returned for the driver to finish. `cacheDir` "" means defaultCacheDir().
+StatusOr<CompiledImage> compileCached(const std::string &source, const std::string &name,
+                                      const std::vector<std::string> &includeDirs,
+                                      const std::string &arch,
+                                      const std::map<std::string, std::string> &headers = {},
+                                      const std::string &cacheDir = "");
+
+/// The device headers as in-memory NVRTC headers named "molt_kernels/<file>", read from `dir`
+/// (kernels/cuda in a source tree, or a bundle's molt_kernels/).
+StatusOr<std::map<std::string, std::string>> loadKernelHeaders(const std::string &dir);
+
+} // namespace molt::cuda

@@ -1,0 +1,390 @@
+// CudaBackend and CudaExecutor: device memory from a pool, one stream, kernels compiled at prepare.
+//
+// ExecutorBase owns naming, sizing, zeroing rules and entry-point order; this file supplies the
+// device storage and launch(): Args in canonical order, grid expressions evaluated against the
+// bound batch, the zeroed work scratch and the param tables of grad_norm / adam.
+#include "cuda/cuda_backend.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "cuda/cuda_api.h"
+#include "executor_base.h"
+#include "kernels/cuda/abi.cuh"
+#include "kernels/cuda/wrapper.h"
+#include "molt/cuda.h"
+#include "molt/ops.h"
+
+namespace molt {
+namespace cuda {
+namespace {
+
+/// Device memory recycled by size between executors of one backend (a train loop re-preparing
+/// for an eval batch, a benchmark re-binding batches) so cuMemAlloc/cuMemFree stay off the path.
+class DevicePool {
+public:
+  explicit DevicePool(const DriverApi &api) : api_(api) {}
+  ~DevicePool() {
+    for (auto &[bytes, ptrs] : free_)
+      for (CUdeviceptr p : ptrs)
+        api_.cuMemFree(p);
+  }
+  StatusOr<CUdeviceptr> take(size_t bytes) {
+    bytes = roundUp(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(bytes);
+      if (it != free_.end() && !it->second.empty()) {
+        CUdeviceptr p = it->second.back();
+        it->second.pop_back();
+        return p;
+      }
+    }
+    CUdeviceptr p = 0;
+    MOLT_CU(api_, cuMemAlloc(&p, bytes));
+    return p;
+  }
+  void give(CUdeviceptr p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_[roundUp(bytes)].push_back(p);
+  }
+
+private:
+  static size_t roundUp(size_t b) { return std::max<size_t>(256, (b + 255) / 256 * 256); }
+  const DriverApi &api_;
+  std::mutex mu_;
+  std::map<size_t, std::vector<CUdeviceptr>> free_;
+};
+
+struct Device {
+  const DriverApi *api = nullptr;
+  CUdevice dev = 0;
+  CUcontext ctx = nullptr;
+  std::string name;
+  int major = 0, minor = 0;
+  std::unique_ptr<DevicePool> pool;
+
+  ~Device() {
+    pool.reset();
+    if (ctx)
+      api->cuDevicePrimaryCtxRelease(dev);
+  }
+  Status makeCurrent() const { return api->check(api->cuCtxSetCurrent(ctx), "cuCtxSetCurrent"); }
+  std::string arch() const { return "sm_" + std::to_string(major * 10 + minor); }
+};
+
+/// Evaluates a launch grid expression: an integer, B, T, P, or cdiv(X,n).
+StatusOr<int64_t> evalGrid(const std::string &e, int64_t B, int64_t T, int64_t P) {
+  auto atom = [&](const std::string &s) -> StatusOr<int64_t> {
+    if (s == "B")
+      return B;
+    if (s == "T")
+      return T;
+    if (s == "P")
+      return P;
+    if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos && s.size() < 12)
+      return std::stoll(s);
+    return invalidArgument("bad grid expression '" + e + "'");
+  };
+  if (e.rfind("cdiv(", 0) == 0 && e.back() == ')') {
+    const size_t comma = e.find(',');
+    if (comma == std::string::npos)
+      return invalidArgument("bad grid expression '" + e + "'");
+    auto x = atom(e.substr(5, comma - 5));
+    auto n = atom(e.substr(comma + 1, e.size() - comma - 2));
+    if (!x)
+      return x.status();
+    if (!n || *n <= 0)
+      return invalidArgument("bad grid expression '" + e + "'");
+    return (*x + *n - 1) / *n;
+  }
+  return atom(e);
+}
+
+class CudaExecutor final : public ExecutorBase {
+public:
+  static StatusOr<std::unique_ptr<Executor>> create(std::shared_ptr<Device> device, const Plan &plan,
+                                                    const std::string &bundleDir, int64_t batch) {
+    std::unique_ptr<CudaExecutor> ex(new CudaExecutor(std::move(device), plan, batch));
+    MOLT_RETURN_IF_ERROR(ex->device_->makeCurrent());
+    const DriverApi &api = *ex->device_->api;
+    MOLT_CU(api, cuStreamCreate(&ex->stream_, CU_STREAM_NON_BLOCKING));
+    MOLT_RETURN_IF_ERROR(ex->initialize());
+    MOLT_RETURN_IF_ERROR(ex->compileKernels(bundleDir));
+    return std::unique_ptr<Executor>(std::move(ex));
+  }
+
+  ~CudaExecutor() override {
+    const DriverApi &api = *device_->api;
+    (void)device_->makeCurrent();
+    if (stream_)
+      api.cuStreamSynchronize(stream_);
+    for (auto &[name, k] : kernels_)
+      api.cuModuleUnload(k.module);
+    for (auto &[name, m] : memory_)
+      device_->pool->give(m.first, m.second);
+    for (auto &[key, t] : paramTables_)
+      device_->pool->give(t.first, t.second);
+    if (work_)
+      device_->pool->give(work_, workWords_ * 4);
+    if (stream_)
+      api.cuStreamDestroy(stream_);
+  }
+
+  Status synchronize() override {
+    MOLT_RETURN_IF_ERROR(device_->makeCurrent());
+    return device_->api->check(device_->api->cuStreamSynchronize(stream_), "cuStreamSynchronize");
+  }
+
+protected:
+  Status allocate(const BufferInfo &info) override {
+    auto p = device_->pool->take(info.bytes());
+    if (!p)
+      return p.status();
+    memory_[info.name] = {*p, info.bytes()};
+    return device_->api->check(device_->api->cuMemsetD32Async(*p, 0, info.bytes() / 4, stream_),
+                               "cuMemsetD32Async");
+  }
+  Status writeBytes(const BufferInfo &info, const void *host) override {
+    MOLT_RETURN_IF_ERROR(device_->makeCurrent());
+    const DriverApi &api = *device_->api;
+    MOLT_CU(api, cuMemcpyHtoDAsync(memory_.at(info.name).first, host, info.bytes(), stream_));
+    // The caller may reuse `host` at once: the copy must have finished.
+    return api.check(api.cuStreamSynchronize(stream_), "cuStreamSynchronize");
+  }
+  Status readBytes(const BufferInfo &info, void *host) override {
+    MOLT_RETURN_IF_ERROR(device_->makeCurrent());
+    const DriverApi &api = *device_->api;
+    MOLT_CU(api, cuMemcpyDtoHAsync(host, memory_.at(info.name).first, info.bytes(), stream_));
+    return api.check(api.cuStreamSynchronize(stream_), "cuStreamSynchronize");
+  }
+  Status zeroBytes(const BufferInfo &info) override {
+    return device_->api->check(
+        device_->api->cuMemsetD32Async(memory_.at(info.name).first, 0, info.bytes() / 4, stream_),
+        "cuMemsetD32Async");
+  }
+
+  Status launch(const KernelDesc &kd, const Invocation &inv) override {
+    const DriverApi &api = *device_->api;
+    MOLT_RETURN_IF_ERROR(device_->makeCurrent());
+    auto kit = kernels_.find(kd.name);
+    if (kit == kernels_.end())
+      return internalError("kernel '" + kd.name + "' was not compiled");
+    const OpSignature *sig = findOp(kd.op);
+    if (!sig)
+      return invalidArgument("kernel '" + kd.name + "': unknown op '" + kd.op + "'");
+    k::Args args{};
+    int slot = 0;
+    for (const char *argName : sig->args) {
+      if (std::string(argName) == "params")
+        continue;
+      if (slot >= k::kMaxArgs)
+        return internalError("op '" + kd.op + "' has more arguments than molt::k::Args holds");
+      args.p[slot++] = reinterpret_cast<void *>(memory_.at(inv.args.at(argName)).first);
+    }
+    args.B = batch();
+    args.P = pairCapacity();
+    if (auto it = inv.args.find("params"); it != inv.args.end()) {
+      auto table = paramTable(it->second);
+      if (!table)
+        return table.status();
+      args.params = reinterpret_cast<const k::ParamEntry *>(table->first);
+      args.nparams = int(table->second);
+    }
+    if (int64_t words = cudaWorkWords(kd); words > 0) {
+      MOLT_CU(api, cuMemsetD32Async(work_, 0, size_t(words), stream_));
+      args.work = reinterpret_cast<unsigned *>(work_);
+    }
+    const int64_t T = plan().model.numTransforms();
+    unsigned grid[3];
+    for (int d = 0; d < 3; ++d) {
+      auto g = evalGrid(kd.launch.grid[d], batch(), T, pairCapacity());
+      if (!g)
+        return g.status().withContext("kernel '" + kd.name + "'");
+      if (*g <= 0 || *g > (d == 0 ? 2147483647 : 65535))
+        return invalidArgument("kernel '" + kd.name + "': grid dimension " + std::to_string(*g) +
+                               " out of range");
+      grid[d] = unsigned(*g);
+    }
+    void *params[] = {&args};
+    return api.check(api.cuLaunchKernel(kit->second.function, grid[0], grid[1], grid[2],
+                                        unsigned(kd.launch.block[0]), unsigned(kd.launch.block[1]),
+                                        unsigned(kd.launch.block[2]), unsigned(kd.launch.smem),
+                                        stream_, params, nullptr),
+                     ("launching " + kd.name).c_str());
+  }
+
+private:
+  struct Kernel {
+    CUmodule module = nullptr;
+    CUfunction function = nullptr;
+  };
+
+  CudaExecutor(std::shared_ptr<Device> device, const Plan &plan, int64_t batch)
+      : ExecutorBase(plan, batch), device_(std::move(device)) {}
+
+  /// Sources come from the bundle; a hand-built bundle without them (tests/fixtures) gets the
+  /// text from the one emitter, cudaWrapperSource. Headers: the bundle's molt_kernels/, else
+  /// the source tree's kernels/cuda ($MOLT_KERNEL_DIR overrides).
+  Status compileKernels(const std::string &bundleDir) {
+    const DriverApi &api = *device_->api;
+    std::vector<std::string> includeDirs;
+    std::map<std::string, std::string> headers;
+    struct stat st;
+    if (!bundleDir.empty() && stat((bundleDir + "/molt_kernels").c_str(), &st) == 0) {
+      includeDirs.push_back(bundleDir);
+    } else {
+      const char *env = std::getenv("MOLT_KERNEL_DIR");
+      auto h = loadKernelHeaders(env && *env ? env : MOLT_KERNEL_HEADER_DIR);
+      if (!h)
+        return h.status().withContext("CUDA kernel headers");
+      headers = std::move(*h);
+    }
+    int64_t workWords = 0;
+    std::vector<std::string> sources;
+    for (const KernelDesc &k : plan().kernels) {
+      workWords = std::max(workWords, cudaWorkWords(k));
+      std::ifstream in(bundleDir + "/" + k.source, std::ios::binary);
+      if (!k.source.empty() && in) {
+        std::ostringstream ss;
+        ss << in.rdbuf();
+        sources.push_back(ss.str());
+      } else {
+        auto text = cudaWrapperSource(k);
+        if (!text)
+          return text.status();
+        sources.push_back(std::move(*text));
+      }
+    }
+    if (workWords > 0) {
+      workWords_ = size_t(workWords);
+      auto w = device_->pool->take(workWords_ * 4);
+      if (!w)
+        return w.status();
+      work_ = *w;
+    }
+    // NVRTC programs are independent: compile them side by side (a cold spec in seconds).
+    const size_t n = plan().kernels.size();
+    std::vector<StatusOr<CompiledImage>> images(n, StatusOr<CompiledImage>(internalError("not run")));
+    const unsigned workers =
+        std::max(1u, std::min<unsigned>(unsigned(n), std::thread::hardware_concurrency()));
+    std::vector<std::thread> pool;
+    std::atomic<size_t> next{0};
+    for (unsigned w = 0; w < workers; ++w)
+      pool.emplace_back([&] {
+        for (size_t i; (i = next.fetch_add(1)) < n;)
+          images[i] = compileCached(sources[i], plan().kernels[i].name + ".cu", includeDirs,
+                                    device_->arch(), headers);
+      });
+    for (std::thread &t : pool)
+      t.join();
+    for (size_t i = 0; i < n; ++i) {
+      const KernelDesc &k = plan().kernels[i];
+      if (!images[i])
+        return images[i].status().withContext("kernel '" + k.name + "'");
+      Kernel kern;
+      MOLT_CU(api, cuModuleLoadData(&kern.module, images[i]->image.data()));
+      kernels_[k.name] = kern;
+      MOLT_CU(api, cuModuleGetFunction(&kernels_[k.name].function, kern.module, k.entry.c_str()));
+      if (k.launch.smem > 48 * 1024)
+        MOLT_CU(api, cuFuncSetAttribute(kernels_[k.name].function,
+                                        CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                        int(k.launch.smem)));
+    }
+    return Status::ok();
+  }
+
+  /// The device ParamEntry table of a `params` list (built once; tensors never move).
+  StatusOr<std::pair<CUdeviceptr, size_t>> paramTable(const std::string &list) {
+    if (auto it = paramTables_.find(list); it != paramTables_.end())
+      return std::make_pair(it->second.first, it->second.second / sizeof(k::ParamEntry));
+    std::vector<k::ParamEntry> host;
+    for (const std::string &p : splitParams(list)) {
+      const BufferInfo *bi = info(p);
+      if (!bi)
+        return invalidArgument("params list names unknown tensor '" + p + "'");
+      auto dev = [&](const std::string &n) {
+        return reinterpret_cast<float *>(memory_.at(n).first);
+      };
+      host.push_back({dev(p), dev("d_" + p), dev("m_" + p), dev("v_" + p), bi->numel()});
+    }
+    const size_t bytes = std::max<size_t>(1, host.size()) * sizeof(k::ParamEntry);
+    auto t = device_->pool->take(bytes);
+    if (!t)
+      return t.status();
+    paramTables_[list] = {*t, bytes};
+    const DriverApi &api = *device_->api;
+    if (!host.empty()) {
+      MOLT_CU(api, cuMemcpyHtoDAsync(*t, host.data(), host.size() * sizeof(k::ParamEntry), stream_));
+      MOLT_CU(api, cuStreamSynchronize(stream_)); // `host` dies with this frame
+    }
+    return std::make_pair(*t, host.size());
+  }
+
+  std::shared_ptr<Device> device_;
+  CUstream stream_ = nullptr;
+  std::map<std::string, std::pair<CUdeviceptr, size_t>> memory_;
+  std::map<std::string, std::pair<CUdeviceptr, size_t>> paramTables_;
+  std::map<std::string, Kernel> kernels_;
+  CUdeviceptr work_ = 0;
+  size_t workWords_ = 0;
+};
+
+class CudaBackend final : public Backend {
+public:
+  explicit CudaBackend(std::shared_ptr<Device> d) : device_(std::move(d)) {}
+  std::string name() const override { return "cuda"; }
+  std::string deviceName() const override { return device_->name + " (" + device_->arch() + ")"; }
+  StatusOr<std::unique_ptr<Executor>> prepare(const Plan &plan, const std::string &bundleDir,
+                                              int64_t batch) override {
+    return CudaExecutor::create(device_, plan, bundleDir, batch);
+  }
+
+private:
+  std::shared_ptr<Device> device_;
+};
+
+} // namespace
+} // namespace cuda
+
+StatusOr<std::unique_ptr<Backend>> createCudaBackend() {
+  using namespace cuda;
+  auto nv = nvrtcApi();
+  if (!nv)
+    return nv.status();
+  auto drv = driverApi();
+  if (!drv)
+    return drv.status();
+  const DriverApi &api = **drv;
+  auto device = std::make_shared<Device>();
+  device->api = &api;
+  int ordinal = 0;
+  if (const char *e = std::getenv("MOLT_CUDA_DEVICE"); e && *e)
+    ordinal = std::atoi(e);
+  int count = 0;
+  MOLT_CU(api, cuDeviceGetCount(&count));
+  if (ordinal < 0 || ordinal >= count)
+    return unavailable("MOLT_CUDA_DEVICE=" + std::to_string(ordinal) + " but " +
+                       std::to_string(count) + " GPU(s) are visible");
+  MOLT_CU(api, cuDeviceGet(&device->dev, ordinal));
+  char name[256] = {0};
+  MOLT_CU(api, cuDeviceGetName(name, sizeof name - 1, device->dev));
+  device->name = name;
+  MOLT_CU(api, cuDeviceGetAttribute(&device->major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                                    device->dev));
+  MOLT_CU(api, cuDeviceGetAttribute(&device->minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                                    device->dev));
+  MOLT_CU(api, cuDevicePrimaryCtxRetain(&device->ctx, device->dev));
+  device->pool = std::make_unique<DevicePool>(api);
+  return std::unique_ptr<Backend>(new CudaBackend(std::move(device)));
+}
+
+} // namespace molt

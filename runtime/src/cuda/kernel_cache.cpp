@@ -1,0 +1,241 @@
+// compileCached: NVRTC behind an on-disk cache keyed by everything that changes the image.
+//
+// Entry file <dir>/<key>.bin = one header line "molt-kernel-cache 1 <key> <kind> <arch> <size>
+// <checksum>\n" then the image. Written to a unique temp name and renamed into place, so readers
+// in other processes see either nothing or a whole entry; the checksum catches anything else.
+#include <unistd.h>
+
+#include <atomic>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "cuda/cuda_api.h"
+#include "molt/cuda.h"
+
+namespace molt::cuda {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+uint64_t fnv1a(const std::string &s, uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, v);
+  return buf;
+}
+
+bool readFile(const fs::path &p, std::string &out) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in)
+    return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return true;
+}
+
+/// Appends every quoted #include reachable from `text` (name and contents) to `material`, so a
+/// header edit changes the key. System includes (<...>) are NVRTC built-ins and versioned by it.
+void collectIncludes(const std::string &text, const fs::path &fromDir,
+                     const std::vector<std::string> &includeDirs,
+                     const std::map<std::string, std::string> &headers, std::set<std::string> &seen,
+                     std::string &material) {
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    size_t i = line.find_first_not_of(" \t");
+    if (i == std::string::npos || line[i] != '#')
+      continue;
+    i = line.find_first_not_of(" \t", i + 1);
+    if (i == std::string::npos || line.compare(i, 7, "include") != 0)
+      continue;
+    const size_t q0 = line.find('"', i + 7), q1 = q0 == std::string::npos ? q0 : line.find('"', q0 + 1);
+    if (q1 == std::string::npos)
+      continue;
+    const std::string name = line.substr(q0 + 1, q1 - q0 - 1);
+    std::string body;
+    fs::path where;
+    if (auto it = headers.find(name); it != headers.end()) {
+      body = it->second;
+    } else {
+      std::vector<fs::path> candidates = {fromDir / name};
+      for (const std::string &d : includeDirs)
+        candidates.push_back(fs::path(d) / name);
+      bool found = false;
+      for (const fs::path &c : candidates)
+        if (readFile(c, body)) {
+          where = c.parent_path();
+          found = true;
+          break;
+        }
+      if (!found)
+        body = "<unresolved>"; // NVRTC will report it; the key still differs from a resolved one
+    }
+    if (!seen.insert(name).second)
+      continue;
+    material += "\n#file " + name + "\n" + body;
+    collectIncludes(body, where.empty() ? fromDir : where, includeDirs, headers, seen, material);
+  }
+}
+
+struct Target {
+  std::string arch; // sm_XY[a] or compute_XY[a]
+  bool cubin;
+};
+
+/// The requested arch when this NVRTC can build a cubin for it, else PTX for the newest arch
+/// it supports that is not newer than the device (the driver JIT-compiles PTX forward).
+StatusOr<Target> chooseTarget(const NvrtcApi &api, const std::string &arch) {
+  if (arch.rfind("sm_", 0) != 0)
+    return Target{arch, false};
+  const int want = std::atoi(arch.c_str() + 3);
+  int n = 0;
+  if (api.nvrtcGetNumSupportedArchs(&n) != NVRTC_SUCCESS || n <= 0)
+    return Target{arch, true};
+  std::vector<int> archs(n);
+  api.nvrtcGetSupportedArchs(archs.data());
+  int best = 0;
+  for (int a : archs) {
+    if (a == want)
+      return Target{arch, true};
+    if (a < want && a > best)
+      best = a;
+  }
+  if (best == 0)
+    return invalidArgument("NVRTC supports no architecture at or below " + arch);
+  return Target{"compute_" + std::to_string(best), false};
+}
+
+bool readEntry(const fs::path &p, const std::string &key, CompiledImage &out) {
+  std::string data;
+  if (!readFile(p, data))
+    return false;
+  const size_t nl = data.find('\n');
+  if (nl == std::string::npos)
+    return false;
+  std::istringstream head(data.substr(0, nl));
+  std::string magic, version, k, kind, arch, sum;
+  size_t size = 0;
+  if (!(head >> magic >> version >> k >> kind >> arch >> size >> sum))
+    return false;
+  if (magic != "molt-kernel-cache" || version != "1" || k != key || data.size() - nl - 1 != size)
+    return false;
+  std::string image = data.substr(nl + 1);
+  if (hex64(fnv1a(image)) != sum)
+    return false;
+  out.image = std::move(image);
+  out.cubin = kind == "cubin";
+  out.arch = arch;
+  out.cacheHit = true;
+  return true;
+}
+
+void writeEntry(const fs::path &dir, const fs::path &p, const std::string &key, const CompiledImage &c) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  static std::atomic<unsigned> counter{0};
+  const fs::path tmp = dir / (key + ".tmp." + std::to_string(getpid()) + "." +
+                              std::to_string(counter.fetch_add(1)));
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out)
+      return; // a read-only cache is only slower
+    out << "molt-kernel-cache 1 " << key << ' ' << (c.cubin ? "cubin" : "ptx") << ' ' << c.arch
+        << ' ' << c.image.size() << ' ' << hex64(fnv1a(c.image)) << '\n';
+    out.write(c.image.data(), std::streamsize(c.image.size()));
+    if (!out.flush()) {
+      out.close();
+      fs::remove(tmp, ec);
+      return;
+    }
+  }
+  fs::rename(tmp, p, ec);
+  if (ec)
+    fs::remove(tmp, ec);
+}
+
+} // namespace
+
+std::string defaultCacheDir() {
+  if (const char *d = std::getenv("MOLT_CACHE_DIR"); d && *d)
+    return d;
+  if (const char *x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    return std::string(x) + "/molt/kernels";
+  if (const char *h = std::getenv("HOME"); h && *h)
+    return std::string(h) + "/.cache/molt/kernels";
+  return "/tmp/molt-kernels";
+}
+
+StatusOr<CompiledImage> compileCached(const std::string &source, const std::string &name,
+                                      const std::vector<std::string> &includeDirs,
+                                      const std::string &arch,
+                                      const std::map<std::string, std::string> &headers,
+                                      const std::string &cacheDir) {
+  auto apiOr = nvrtcApi();
+  if (!apiOr)
+    return apiOr.status();
+  auto version = nvrtcVersion();
+  if (!version)
+    return version.status();
+  auto target = chooseTarget(**apiOr, arch);
+  if (!target)
+    return target.status();
+
+  std::string material = "nvrtc " + *version + "\ntarget " + target->arch +
+                         (target->cubin ? " cubin" : " ptx") + "\noptions";
+  for (const std::string &o : nvrtcOptions(target->arch, {}))
+    material += " " + o;
+  material += "\n#file " + name + "\n" + source;
+  std::set<std::string> seen;
+  collectIncludes(source, fs::current_path(), includeDirs, headers, seen, material);
+  const std::string key = hex64(fnv1a(material)) + hex64(fnv1a(material, 0x9e3779b97f4a7c15ull));
+
+  const fs::path dir = cacheDir.empty() ? defaultCacheDir() : cacheDir;
+  const fs::path entry = dir / (key + ".bin");
+  CompiledImage hit;
+  if (readEntry(entry, key, hit))
+    return hit;
+
+  auto image = compileSource(source, name, includeDirs, target->arch, target->cubin, headers);
+  if (!image)
+    return image.status();
+  CompiledImage c;
+  c.image = std::move(*image);
+  c.cubin = target->cubin;
+  c.arch = target->arch;
+  writeEntry(dir, entry, key, c);
+  return c;
+}
+
+StatusOr<std::map<std::string, std::string>> loadKernelHeaders(const std::string &dir) {
+  std::map<std::string, std::string> headers;
+  std::error_code ec;
+  for (const auto &e : fs::directory_iterator(dir, ec)) {
+    if (e.path().extension() != ".cuh")
+      continue;
+    std::string text;
+    if (!readFile(e.path(), text))
+      return ioError("cannot read " + e.path().string());
+    headers["molt_kernels/" + e.path().filename().string()] = std::move(text);
+  }
+  if (ec)
+    return notFound("kernel header folder " + dir + ": " + ec.message());
+  if (headers.empty())
+    return notFound("no .cuh headers in " + dir);
+  return headers;
+}
+
+} // namespace molt::cuda

@@ -1,0 +1,247 @@
+// NVRTC compiles every CUDA kernel family (sm_80, sm_90a) and the disk cache behaves; no GPU needed.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "kernels/cuda/wrapper.h"
+#include "molt/cuda.h"
+#include "molt/ops.h"
+
+#ifdef MOLT_HAVE_CUDA
+
+namespace molt {
+namespace {
+
+namespace fs = std::filesystem;
+
+KernelDesc kernel(const std::string &op, std::map<std::string, AttrValue> attrs) {
+  KernelDesc k;
+  k.name = op;
+  k.op = op;
+  k.entry = "molt_" + op;
+  k.attrs = std::move(attrs);
+  k.launch = cudaDefaultLaunch(k);
+  return k;
+}
+
+/// One kernel of every op at the reference shapes (d = 768, T = 496: the ref:16 schedule).
+std::vector<KernelDesc> referenceKernels() {
+  const AttrValue D = int64_t(768), T = int64_t(496), F = int64_t(4096);
+  const AttrValue jump = std::string("jumprelu"), relu = std::string("relu"), bw = 0.05;
+  auto bucket = [&](const std::string &op, int64_t r, int64_t n, int64_t off) {
+    return kernel(op, {{"D", D}, {"R", r}, {"N", n}, {"OFF", off}});
+  };
+  return {
+      kernel("encode_gate", {{"D", D}, {"T", T}, {"gate", jump}, {"bandwidth", bw}}),
+      kernel("encode_gate", {{"D", D}, {"T", T}, {"gate", relu}}),
+      bucket("frob_norm", 512, 16, 0),
+      bucket("frob_norm_bwd", 32, 256, 240),
+      bucket("bucket_apply", 512, 16, 0),
+      bucket("bucket_apply", 32, 256, 240),
+      bucket("bucket_apply_bwd", 512, 16, 0),
+      bucket("bucket_apply_bwd", 32, 256, 240),
+      kernel("add_bias", {{"D", D}}),
+      kernel("mse_loss", {{"D", D}}),
+      kernel("bias_grad", {{"D", D}}),
+      kernel("penalty", {{"T", T}, {"kind", std::string("tanh")}, {"c", 1.0}}),
+      kernel("penalty", {{"T", T}, {"kind", std::string("l1")}}),
+      kernel("gate_bwd", {{"D", D}, {"T", T}, {"gate", jump}, {"bandwidth", bw}}),
+      kernel("grad_norm", {}),
+      kernel("adam", {}),
+      kernel("tc_encode", {{"D", D}, {"F", F}, {"gate", relu}}),
+      kernel("tc_decode", {{"D", D}, {"F", F}}),
+      kernel("skip_apply", {{"D", D}}),
+      kernel("tc_penalty", {{"D", D}, {"F", F}, {"kind", std::string("tanh")}, {"c", 1.0}}),
+      kernel("tc_decode_bwd", {{"D", D}, {"F", F}}),
+      kernel("skip_bwd", {{"D", D}}),
+      kernel("tc_encode_bwd", {{"D", D}, {"F", F}, {"gate", jump}, {"bandwidth", bw}}),
+  };
+}
+
+class NvrtcTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    auto v = cuda::nvrtcVersion();
+    if (!v)
+      GTEST_SKIP() << v.status().message();
+    auto h = cuda::loadKernelHeaders(MOLT_SOURCE_DIR "/kernels/cuda");
+    ASSERT_TRUE(h.isOk()) << h.status().message();
+    headers_ = *h;
+  }
+  StatusOr<std::string> build(const KernelDesc &k, const std::string &arch, bool cubin = true) {
+    auto src = cudaWrapperSource(k);
+    if (!src)
+      return src.status();
+    return cuda::compileSource(*src, k.name + ".cu", {}, arch, cubin, headers_);
+  }
+  std::map<std::string, std::string> headers_;
+};
+
+bool isElf(const std::string &image) { return image.size() > 4 && image.compare(0, 4, "\x7f" "ELF") == 0; }
+
+TEST_F(NvrtcTest, EveryOpHasATemplateAndAHeaderInTheBundleList) {
+  for (const OpSignature &s : opSignatures()) {
+    const std::string header = cudaKernelHeader(s.op);
+    ASSERT_FALSE(header.empty()) << s.op;
+    const auto &files = cudaKernelHeaderFiles();
+    EXPECT_NE(std::find(files.begin(), files.end(), header), files.end()) << header;
+    EXPECT_TRUE(headers_.count("molt_kernels/" + header)) << header;
+  }
+  for (const std::string &f : cudaKernelHeaderFiles())
+    EXPECT_TRUE(headers_.count("molt_kernels/" + f)) << f << " is listed but not in kernels/cuda";
+}
+
+TEST_F(NvrtcTest, EveryReferenceKernelCompilesToCubinForSm80AndSm90a) {
+  for (const KernelDesc &k : referenceKernels())
+    for (const char *arch : {"sm_80", "sm_90a"}) {
+      auto image = build(k, arch);
+      ASSERT_TRUE(image.isOk()) << k.op << " " << arch << ": " << image.status().message();
+      EXPECT_TRUE(isElf(*image)) << k.op << " " << arch;
+    }
+}
+
+TEST_F(NvrtcTest, RandomisedSchedulesCompileIncludingRaggedShapes) {
+  std::mt19937 rng(7);
+  for (int i = 0; i < 4; ++i) {
+    const int64_t d = std::uniform_int_distribution<int64_t>(3, 300)(rng);
+    const int64_t r = std::uniform_int_distribution<int64_t>(1, 200)(rng);
+    const int64_t n = std::uniform_int_distribution<int64_t>(1, 40)(rng);
+    const int64_t off = std::uniform_int_distribution<int64_t>(0, 100)(rng);
+    for (const char *op : {"bucket_apply", "bucket_apply_bwd", "frob_norm", "frob_norm_bwd"}) {
+      auto image = build(kernel(op, {{"D", d}, {"R", r}, {"N", n}, {"OFF", off}}), "sm_80");
+      ASSERT_TRUE(image.isOk()) << op << " d=" << d << " r=" << r << ": " << image.status().message();
+    }
+  }
+}
+
+TEST_F(NvrtcTest, WrapperIsSpecialisedAndRejectsWhatItCannotMap) {
+  KernelDesc k = kernel("bucket_apply", {{"D", int64_t(768)}, {"R", int64_t(32)}, {"N", int64_t(256)},
+                                         {"OFF", int64_t(240)}});
+  k.entry = "molt_apply_r32";
+  auto src = cudaWrapperSource(k);
+  ASSERT_TRUE(src.isOk());
+  EXPECT_NE(src->find("#include \"molt_kernels/bucket_apply.cuh\""), std::string::npos);
+  EXPECT_NE(src->find("static constexpr long long R = 32LL;"), std::string::npos);
+  EXPECT_NE(src->find("static constexpr long long OFF = 240LL;"), std::string::npos);
+  EXPECT_NE(src->find("extern \"C\" __global__ void __launch_bounds__(256) molt_apply_r32("),
+            std::string::npos);
+  EXPECT_NE(src->find("molt::k::bucket_apply<Cfg>(a);"), std::string::npos);
+
+  KernelDesc bad = kernel("no_such_op", {});
+  EXPECT_FALSE(cudaWrapperSource(bad).isOk());
+  KernelDesc badGate = kernel("encode_gate", {{"D", int64_t(8)}, {"T", int64_t(4)},
+                                              {"gate", std::string("sigmoid")}});
+  EXPECT_FALSE(cudaWrapperSource(badGate).isOk());
+  KernelDesc badEntry = k;
+  badEntry.entry = "1bad name";
+  EXPECT_FALSE(cudaWrapperSource(badEntry).isOk());
+}
+
+TEST_F(NvrtcTest, CompileErrorsCarryTheLog) {
+  auto r = cuda::compileSource("__global__ void f() { undeclared_thing(); }", "broken.cu", {}, "sm_80",
+                               true);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_NE(r.status().message().find("undeclared_thing"), std::string::npos) << r.status().message();
+  EXPECT_FALSE(cuda::compileSource("", "x.cu", {}, "gfx90a", true).isOk());
+}
+
+TEST_F(NvrtcTest, PtxTargetsTheVirtualArchitecture) {
+  auto ptx = build(kernel("add_bias", {{"D", int64_t(64)}}), "sm_90", false);
+  ASSERT_TRUE(ptx.isOk()) << ptx.status().message();
+  EXPECT_NE(ptx->find(".target sm_90"), std::string::npos);
+  EXPECT_NE(ptx->find("molt_add_bias"), std::string::npos);
+}
+
+class KernelCacheTest : public NvrtcTest {
+protected:
+  void SetUp() override {
+    NvrtcTest::SetUp();
+    if (IsSkipped())
+      return;
+    dir_ = fs::path(MOLT_BINARY_DIR) / ("kernel-cache-test-" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  StatusOr<cuda::CompiledImage> cached(const std::string &src,
+                                       const std::map<std::string, std::string> &headers) {
+    return cuda::compileCached(src, "k.cu", {}, "sm_80", headers, dir_.string());
+  }
+  fs::path onlyEntry() {
+    std::vector<fs::path> entries;
+    for (const auto &e : fs::directory_iterator(dir_))
+      entries.push_back(e.path());
+    EXPECT_EQ(entries.size(), 1u);
+    return entries.empty() ? fs::path() : entries[0];
+  }
+  fs::path dir_;
+};
+
+TEST_F(KernelCacheTest, MissThenHitWithTheSameImage) {
+  const std::string src = *cudaWrapperSource(kernel("mse_loss", {{"D", int64_t(64)}}));
+  auto cold = cached(src, headers_);
+  ASSERT_TRUE(cold.isOk()) << cold.status().message();
+  EXPECT_FALSE(cold->cacheHit);
+  EXPECT_TRUE(cold->cubin);
+  auto warm = cached(src, headers_);
+  ASSERT_TRUE(warm.isOk());
+  EXPECT_TRUE(warm->cacheHit);
+  EXPECT_EQ(warm->image, cold->image);
+  // No temp files are left behind.
+  EXPECT_EQ(onlyEntry().extension(), ".bin");
+}
+
+TEST_F(KernelCacheTest, AHeaderEditChangesTheKey) {
+  const std::string src = *cudaWrapperSource(kernel("add_bias", {{"D", int64_t(64)}}));
+  ASSERT_TRUE(cached(src, headers_).isOk());
+  auto edited = headers_;
+  edited["molt_kernels/common.cuh"] += "\n// an edit\n";
+  auto after = cached(src, edited);
+  ASSERT_TRUE(after.isOk());
+  EXPECT_FALSE(after->cacheHit);
+}
+
+TEST_F(KernelCacheTest, CorruptEntryIsDetectedRecompiledAndRepaired) {
+  const std::string src = *cudaWrapperSource(kernel("bias_grad", {{"D", int64_t(64)}}));
+  auto cold = cached(src, headers_);
+  ASSERT_TRUE(cold.isOk());
+  const fs::path entry = onlyEntry();
+  {
+    std::fstream f(entry, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-5, std::ios::end);
+    f.put('\x55');
+  }
+  auto again = cached(src, headers_);
+  ASSERT_TRUE(again.isOk());
+  EXPECT_FALSE(again->cacheHit);
+  EXPECT_EQ(again->image, cold->image);
+  // Truncated to its header line: still detected.
+  fs::resize_file(entry, 40);
+  EXPECT_FALSE(cached(src, headers_)->cacheHit);
+  EXPECT_TRUE(cached(src, headers_)->cacheHit);
+}
+
+TEST_F(KernelCacheTest, ConcurrentCompilesOfOneKernelAgree) {
+  const std::string src = *cudaWrapperSource(kernel("add_bias", {{"D", int64_t(96)}}));
+  std::vector<std::string> images(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&, i] {
+      auto r = cached(src, headers_);
+      if (r)
+        images[i] = r->image;
+    });
+  for (auto &t : threads)
+    t.join();
+  for (const std::string &im : images)
+    EXPECT_TRUE(isElf(im) && im == images[0]);
+  EXPECT_TRUE(cached(src, headers_)->cacheHit);
+  EXPECT_EQ(onlyEntry().extension(), ".bin");
+}
+
+} // namespace
+} // namespace molt
+
+#endif // MOLT_HAVE_CUDA
