@@ -1,0 +1,39 @@
+// The run directory drivers behind molt-train and molt-eval (the tools' mains only parse
+// flags): RUN/bundle, RUN/checkpoint.safetensors, RUN/metrics.jsonl, RUN/weights.safetensors.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "molt/evaluator.h"
+#include "molt/status.h"
+
+namespace molt {
+
+struct TrainOptions {
+  std::string bundle; // a bundle directory (a spec is compiled into one by the tool first)
+  std::string spec;   // the spec the bundle came from, copied to RUN/spec.mlir (optional)
+  std::string data, val, out;
+  int64_t steps = 2000;
+  int64_t scheduleSteps = 0; // the LR / λ schedule's length; 0: --steps (kept on resume)
+  int64_t batch = 1024;
+  double lr = 1e-3;
+  double lambda = -1;       // < 0: the plan's penalty λ
+  std::string decay = "cosine";
+  uint64_t seed = 0;
+  std::string device = "cpu";
+  bool resume = false;
+  int64_t logEvery = 50, checkpointEvery = 500;
+  int64_t deadWindow = 1000000; // tokens without activity after which a transform is dead
+  bool quiet = false;
+};
+
+/// Trains into opts.out. Every failure is one line; files already written stay intact (a
+/// failed resume leaves the checkpoint alone; a fresh run refuses a RUN that holds one).
+Status runTraining(const TrainOptions &opts);
+
+/// Evaluates RUN's checkpoint on DATA (normalised as in training).
+StatusOr<EvalReport> evaluateRun(const std::string &runDir, const std::string &data,
+                                 int64_t batch, const std::string &device);
+
+} // namespace molt

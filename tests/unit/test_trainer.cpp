@@ -1,0 +1,206 @@
+// The trainer: deterministic initialisation, the step schedule, normalisation folding
+// (checked by running the CPU backend on raw and normalised data), loss going down on the
+// tiny fixture, and non-finite steps skipped without touching the weights.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+
+#include "molt/backend.h"
+#include "molt/synth.h"
+#include "molt/trainer.h"
+
+namespace {
+
+const std::string kFixtures = std::string(MOLT_SOURCE_DIR) + "/tests/fixtures";
+
+molt::Plan fixturePlan(const std::string &name) {
+  auto plan = molt::loadPlan(kFixtures + "/" + name);
+  EXPECT_TRUE(plan.isOk()) << plan.status().message();
+  return *plan;
+}
+
+std::unique_ptr<molt::Executor> cpuExecutor(const molt::Plan &plan, const std::string &name,
+                                            int64_t batch) {
+  auto backend = molt::createBackend("cpu");
+  EXPECT_TRUE(backend.isOk());
+  auto exec = (*backend)->prepare(plan, kFixtures + "/" + name, batch);
+  EXPECT_TRUE(exec.isOk()) << exec.status().message();
+  return std::move(*exec);
+}
+
+// Synthetic teacher data of width d (shared by the tests that train).
+std::string synthData(int64_t d) {
+  std::string dir = testing::TempDir() + "/molt_trainer_synth_d" + std::to_string(d);
+  if (!std::filesystem::exists(dir + "/train")) {
+    molt::SynthOptions o;
+    o.out = dir;
+    o.d = d;
+    o.hidden = 4 * d;
+    o.clusters = 8;
+    o.trainRows = 4000;
+    o.valRows = 500;
+    o.shardRows = 1500;
+    auto r = molt::synthesize(o);
+    EXPECT_TRUE(r.isOk()) << r.status().message();
+  }
+  return dir;
+}
+
+TEST(Trainer, InitialisationIsSeededAndFollowsTheInitDescriptions) {
+  molt::Plan plan = fixturePlan("tiny-molt");
+  molt::TensorMap a = molt::initParams(plan, 7), b = molt::initParams(plan, 7),
+                  c = molt::initParams(plan, 8);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a["enc_w"], c["enc_w"]);
+  for (float v : a["theta"])
+    EXPECT_EQ(v, 0.1f); // const 0.1
+  for (float v : a["enc_b"])
+    EXPECT_EQ(v, 0.0f); // zeros
+  // A big normal param: the sample std is close to the declared one.
+  molt::Plan big = plan;
+  big.params = {{"w", {200, 100}, {"normal", 0.25}}, {"u", {40000}, {"uniform", 0.5}}};
+  molt::TensorMap m = molt::initParams(big, 3);
+  double mean = std::accumulate(m["w"].begin(), m["w"].end(), 0.0) / 20000;
+  double var = 0;
+  for (float v : m["w"])
+    var += (v - mean) * (v - mean) / 20000;
+  EXPECT_NEAR(mean, 0.0, 0.01);
+  EXPECT_NEAR(std::sqrt(var), 0.25, 0.005);
+  for (float v : m["u"])
+    ASSERT_LE(std::fabs(v), 0.5f);
+  double uvar = 0;
+  for (float v : m["u"])
+    uvar += double(v) * v / 40000;
+  EXPECT_NEAR(uvar, 0.25 / 3, 0.003); // Var U(-a, a) = a²/3
+}
+
+TEST(Trainer, ScheduleWarmsUpAndDecays) {
+  molt::Schedule s;
+  s.steps = 1000;
+  s.lr = 1e-2;
+  s.lrWarmup = 0.1;
+  s.minLrFraction = 0.1;
+  s.lambda = 2.0;
+  s.lambdaWarmup = 0.5;
+  auto at = [&](int64_t step) { return molt::stepScalars(s, step, step - 1, 64); };
+  EXPECT_FLOAT_EQ(at(50)[1], 5e-3f);        // half-way up the LR ramp
+  EXPECT_FLOAT_EQ(at(100)[1], 1e-2f);       // peak
+  EXPECT_NEAR(at(550)[1], 5.5e-3f, 1e-6);   // cosine midpoint: min + (1-min)/2
+  EXPECT_NEAR(at(1000)[1], 1e-3f, 1e-9);    // floor
+  EXPECT_FLOAT_EQ(at(250)[0], 1.0f);        // λ half-way through its ramp
+  EXPECT_FLOAT_EQ(at(900)[0], 2.0f);
+  EXPECT_FLOAT_EQ(at(7)[6], 7.0f);          // Adam step
+  EXPECT_FLOAT_EQ(at(7)[7], 1.0f / 64);
+  s.decay = "linear";
+  EXPECT_NEAR(at(550)[1], 5.5e-3f, 1e-6);
+  s.decay = "constant";
+  EXPECT_FLOAT_EQ(at(900)[1], 1e-2f);
+}
+
+// Folded weights on raw x must predict raw y as the unfolded ones do on normalised data.
+TEST(Trainer, FoldingNormalisationPreservesTheFunction) {
+  for (const char *fixture : {"tiny-molt", "tiny-transcoder"}) {
+    molt::Plan plan = fixturePlan(fixture);
+    const int64_t B = 16, d = plan.model.d_model;
+    auto exec = cpuExecutor(plan, fixture, B);
+    molt::TensorMap params = molt::initParams(plan, 5);
+    for (auto &[name, v] : params) // non-trivial biases and thresholds
+      if (name == "enc_b" || name == "dec_b")
+        for (size_t i = 0; i < v.size(); ++i)
+          v[i] = 0.05f * float(i % 5) - 0.1f;
+    molt::Normalization norm{2.5f, 0.4f};
+    std::vector<float> x(size_t(B * d)), xs(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      x[i] = std::sin(0.7f * float(i)) * 0.8f;
+      xs[i] = x[i] * norm.x_scale;
+    }
+    auto forward = [&](const molt::TensorMap &p, const std::vector<float> &in) {
+      EXPECT_TRUE(molt::writeTensors(*exec, p).isOk());
+      EXPECT_TRUE(exec->write("x", in.data(), in.size() * 4).isOk());
+      EXPECT_TRUE(exec->run("forward").isOk());
+      std::vector<float> yhat(in.size());
+      EXPECT_TRUE(exec->read("yhat", yhat.data(), yhat.size() * 4).isOk());
+      return yhat;
+    };
+    std::vector<float> normalised = forward(params, xs);
+    molt::TensorMap folded = params;
+    molt::foldNormalization(plan, norm, folded);
+    std::vector<float> raw = forward(folded, x);
+    double maxAbs = 0;
+    for (size_t i = 0; i < raw.size(); ++i) {
+      EXPECT_NEAR(raw[i], normalised[i] / norm.y_scale, 1e-4 * (1 + std::fabs(raw[i])))
+          << fixture << " element " << i;
+      maxAbs = std::max(maxAbs, double(std::fabs(raw[i])));
+    }
+    EXPECT_GT(maxAbs, 0.01) << fixture << ": the check needs a non-zero output";
+  }
+}
+
+TEST(Trainer, TrainingTheTinyMoltReducesTheLoss) {
+  molt::Plan plan = fixturePlan("tiny-molt");
+  std::string dir = synthData(plan.model.d_model);
+  auto data = molt::ShardSet::open(dir + "/train", plan.model.d_model);
+  ASSERT_TRUE(data.isOk()) << data.status().message();
+  molt::TrainState state;
+  state.norm = molt::computeNormalization(**data);
+  molt::BatchStream stream(**data, 1, 1024, true, true, state.norm);
+  auto exec = cpuExecutor(plan, "tiny-molt", 64);
+  ASSERT_TRUE(molt::writeTensors(*exec, molt::initParams(plan, 1)).isOk());
+  molt::Schedule s;
+  s.steps = 300;
+  s.lr = 3e-3;
+  s.lambda = plan.model.penalty.lambda;
+  molt::Trainer trainer(*exec, stream, s, state);
+  double first = 0, last = 0;
+  for (int i = 0; i < 300; ++i) {
+    auto st = trainer.step();
+    ASSERT_TRUE(st.isOk()) << st.status().message();
+    ASSERT_FALSE(st->skipped);
+    if (i < 20)
+      first += st->sse / st->sumY2 / 20;
+    if (i >= 280)
+      last += st->sse / st->sumY2 / 20;
+  }
+  EXPECT_LT(last, 0.6 * first) << "NMSE " << first << " -> " << last;
+  EXPECT_EQ(trainer.state().step, 300);
+  EXPECT_EQ(trainer.state().adamStep, 300);
+  EXPECT_EQ(trainer.state().tokens, 300 * 64);
+  EXPECT_LT(trainer.deadFraction(1 << 30), 1.0);
+}
+
+TEST(Trainer, NonFiniteStepsAreSkippedAndStopTheRun) {
+  molt::Plan plan = fixturePlan("tiny-molt");
+  const int64_t d = plan.model.d_model;
+  std::string dir = testing::TempDir() + "/molt_trainer_overflow";
+  std::filesystem::create_directories(dir);
+  // Finite f32 values whose squares overflow: every loss is +Inf.
+  std::vector<float> x(size_t(64 * d), 3e30f), y(size_t(64 * d), -3e30f);
+  ASSERT_TRUE(molt::writeSafetensors(dir + "/s.safetensors", {molt::f32Tensor("x", {64, d}, x),
+                                                              molt::f32Tensor("y", {64, d}, y)})
+                  .isOk());
+  auto data = molt::ShardSet::open(dir, d);
+  ASSERT_TRUE(data.isOk());
+  molt::BatchStream stream(**data, 1, 64, true, true);
+  auto exec = cpuExecutor(plan, "tiny-molt", 16);
+  molt::TensorMap init = molt::initParams(plan, 1);
+  ASSERT_TRUE(molt::writeTensors(*exec, init).isOk());
+  molt::Trainer trainer(*exec, stream, molt::Schedule{}, molt::TrainState{});
+  trainer.maxConsecutiveSkips = 5;
+  for (int i = 0; i < 4; ++i) {
+    auto st = trainer.step();
+    ASSERT_TRUE(st.isOk()) << st.status().message();
+    EXPECT_TRUE(st->skipped);
+  }
+  auto st = trainer.step();
+  ASSERT_FALSE(st.isOk());
+  EXPECT_NE(st.status().message().find("5 steps in a row"), std::string::npos);
+  EXPECT_EQ(trainer.state().skipped, 5);
+  EXPECT_EQ(trainer.state().adamStep, 0);
+  auto after = molt::readTensors(*exec);
+  ASSERT_TRUE(after.isOk());
+  EXPECT_EQ(*after, init) << "a skipped step changed the weights";
+}
+
+} // namespace

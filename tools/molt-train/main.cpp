@@ -1,0 +1,78 @@
+// molt-train: trains a molt layer or transcoder from a bundle (or a spec) on activation data.
+#include <cstdio>
+#include <string>
+
+#include "../common/cli.h"
+#include "molt/run.h"
+#ifdef MOLT_HAVE_COMPILE_SPEC
+#include "passes/CompileSpec.h"
+#endif
+
+namespace {
+
+int fail(const std::string &message) { return molt::tool::fail("molt-train", message); }
+
+bool isSpec(const std::string &path) {
+  return path.size() > 5 && path.compare(path.size() - 5, 5, ".mlir") == 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  molt::TrainOptions o;
+  std::string input;
+  CLI::App app{"Trains a molt layer or transcoder on activation shards.\n"
+               "Writes RUN/checkpoint.safetensors, RUN/metrics.jsonl, RUN/bundle/ and, at the\n"
+               "end, RUN/weights.safetensors (normalisation folded in).",
+               "molt-train"};
+  app.add_option("SPEC_OR_BUNDLE", input, "a bundle directory made by molt-compile (or a .mlir "
+                                          "spec, in builds with the compiler)")
+      ->required();
+  app.add_option("--data", o.data, "training data: a .safetensors file or directory of shards "
+                                   "with x [n,d] and y [n,d]")
+      ->required();
+  app.add_option("--val", o.val, "validation data, evaluated at the end");
+  app.add_option("--out", o.out, "the run directory")->required();
+  app.add_option("--steps", o.steps, "total training steps")->capture_default_str();
+  app.add_option("--schedule-steps", o.scheduleSteps,
+                 "length the LR and lambda schedules are planned over (default: --steps; "
+                 "kept on --resume)");
+  app.add_option("--batch", o.batch, "tokens per step")->capture_default_str();
+  app.add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
+  app.add_option("--lambda", o.lambda, "sparsity penalty weight (default: the spec's)");
+  app.add_option("--decay", o.decay, "LR decay after warm-up: cosine, linear or constant")
+      ->capture_default_str();
+  app.add_option("--seed", o.seed, "seed for initialisation and shuffling")
+      ->capture_default_str();
+  app.add_option("--device", o.device, "cpu or cuda")->capture_default_str();
+  app.add_flag("--resume", o.resume, "continue the run in --out from its checkpoint");
+  app.add_option("--log-every", o.logEvery, "steps between metrics lines")
+      ->capture_default_str();
+  app.add_option("--checkpoint-every", o.checkpointEvery, "steps between checkpoints")
+      ->capture_default_str();
+  app.add_option("--dead-window", o.deadWindow,
+                 "tokens without activity after which a transform counts as dead")
+      ->capture_default_str();
+  app.add_flag("--quiet", o.quiet, "no progress lines");
+  if (int rc = molt::tool::parse(app, argc, argv); rc >= 0)
+    return rc;
+
+  if (isSpec(input) && !o.resume) {
+#ifdef MOLT_HAVE_COMPILE_SPEC
+    std::string bundle = o.out + "/.bundle-from-spec";
+    molt::Status st = molt::compiler::compileSpec(input, bundle);
+    if (!st)
+      return fail(st.message());
+    o.bundle = bundle;
+    o.spec = input;
+#else
+    return fail("this build cannot compile specs; pass a bundle made by molt-compile");
+#endif
+  } else if (!isSpec(input)) {
+    o.bundle = input;
+  }
+  molt::Status st = molt::runTraining(o);
+  if (!st)
+    return fail(st.message());
+  return 0;
+}
