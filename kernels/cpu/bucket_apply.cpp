@@ -20,7 +20,10 @@ template <typename S> void gatherRow(int64_t D, const S *src, int32_t row, S *ds
 template <typename S>
 void bucketApply(int64_t B, int64_t D, int64_t R, int64_t N, int64_t OFF, const S *x, const S *u,
                  const S *v, const PairLists<S> &pairs, S *yhat) {
-  parallelRanges(B, 1, [&](int64_t lo, int64_t hi) {
+  // Each token costs about 2·R·D per listed transform of this bucket.
+  const int64_t listed = pairs.ptr[OFF + N] - pairs.ptr[OFF];
+  parallelRanges(B, grainFor(2 * R * D * std::max<int64_t>(1, listed / std::max<int64_t>(1, B))),
+                 [&](int64_t lo, int64_t hi) {
     const int64_t rows = hi - lo;
     S *xg = scratch<S>(0, size_t(rows * D));
     S *h = scratch<S>(1, size_t(rows * R));
@@ -62,7 +65,7 @@ void bucketApply(int64_t B, int64_t D, int64_t R, int64_t N, int64_t OFF, const 
 template <typename S>
 void bucketApplyBwd(int64_t D, int64_t R, int64_t N, int64_t OFF, const S *dYhat, const S *x,
                     const S *u, const S *v, const PairLists<S> &pairs, S *dU, S *dV, S *pairDgate) {
-  parallelItems(N, [&](int64_t n) {
+  parallelItems(N, int64_t(pairs.ptr[OFF + N] - pairs.ptr[OFF]) * 4 * R * D, [&](int64_t n) {
     const int64_t t = OFF + n;
     const int64_t p0 = pairs.ptr[t], m = pairs.ptr[t + 1] - p0;
     if (m == 0)

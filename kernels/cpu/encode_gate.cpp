@@ -66,7 +66,7 @@ void encodeGate(int64_t B, int64_t T, int64_t D, const GateParams &gate, S biasS
   // Pass 1: each part of the batch lists its tokens' transforms (token-major) and counts them
   // per transform. Pass 2 turns counts into offsets, transform-major then part order, so each
   // transform's tokens come out ascending. Pass 3 scatters.
-  const int parts = int(std::max<int64_t>(1, std::min<int64_t>(threadCount(), B)));
+  const int parts = int(std::clamp<int64_t>(B * T / kParallelWork, 1, threadCount()));
   const size_t nparts = size_t(parts);
   std::vector<std::vector<int32_t>> listed(nparts), rowEnd(nparts);
   std::vector<int64_t> offset(size_t(parts) * size_t(T), 0);
@@ -120,7 +120,7 @@ void gateBwd(int64_t T, int64_t D, const GateParams &gate, S biasSign, const S *
              const PairLists<S> &pairs, const S *pairDgate, S *dEncW, S *dEncB, S *dTheta) {
   const bool jump = gate.kind == GateKind::JumpReLU;
   const S eps = S(gate.bandwidth);
-  parallelItems(T, [&](int64_t t) {
+  parallelItems(T, int64_t(pairs.ptr[T] - pairs.ptr[0]) * D, [&](int64_t t) {
     S *row = dEncW + t * D;
     std::fill(row, row + D, S(0));
     S db = 0, dth = 0;

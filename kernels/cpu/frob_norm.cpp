@@ -11,7 +11,7 @@ namespace molt::cpu {
 
 template <typename S>
 void frobNorm(int64_t D, int64_t R, int64_t N, const S *u, const S *v, S *norm, S *gramU, S *gramV) {
-  parallelItems(N, [&](int64_t n) {
+  parallelItems(N, 2 * N * R * R * D, [&](int64_t n) {
     const S *ut = u + n * D * R, *vt = v + n * R * D;
     S *gu = gramU + n * R * R, *gv = gramV + n * R * R;
     gemm(Trans::Yes, Trans::No, R, R, D, S(1), ut, R, ut, R, S(0), gu, R);
@@ -27,7 +27,7 @@ void frobNorm(int64_t D, int64_t R, int64_t N, const S *u, const S *v, S *norm, 
 template <typename S>
 void frobNormBwd(int64_t D, int64_t R, int64_t N, const S *dNorm, const S *norm, const S *u,
                  const S *v, const S *gramU, const S *gramV, S *dU, S *dV) {
-  parallelItems(N, [&](int64_t n) {
+  parallelItems(N, 2 * N * R * R * D, [&](int64_t n) {
     if (norm[n] == S(0) || dNorm[n] == S(0))
       return;
     S s = dNorm[n] / norm[n];

@@ -84,7 +84,7 @@ template <typename S>
 void gemmParallel(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, S alpha, const S *a,
                   int64_t lda, const S *b, int64_t ldb, S beta, S *c, int64_t ldc) {
   // Row blocks of op(A) start at a column of A when A is transposed.
-  parallelRanges(m, 16, [&](int64_t lo, int64_t hi) {
+  parallelRanges(m, grainFor(n * k), [&](int64_t lo, int64_t hi) {
     const S *ablock = ta == Trans::Yes ? a + lo : a + lo * lda;
     gemm(ta, tb, hi - lo, n, k, alpha, ablock, lda, b, ldb, beta, c + lo * ldc, ldc);
   });

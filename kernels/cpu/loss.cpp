@@ -8,7 +8,7 @@
 namespace molt::cpu {
 
 template <typename S> void addBias(int64_t B, int64_t D, const S *decB, S *yhat) {
-  parallelRanges(B, 64, [&](int64_t lo, int64_t hi) {
+  parallelRanges(B, grainFor(D), [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       S *row = yhat + i * D;
 #pragma omp simd
@@ -44,7 +44,7 @@ template <typename S> void mseLoss(int64_t B, int64_t D, const S *yhat, const S 
 }
 
 template <typename S> void biasGrad(int64_t B, int64_t D, const S *dYhat, S *dDecB) {
-  parallelRanges(D, 16, [&](int64_t lo, int64_t hi) {
+  parallelRanges(D, grainFor(B), [&](int64_t lo, int64_t hi) {
     std::fill(dDecB + lo, dDecB + hi, S(0));
     for (int64_t i = 0; i < B; ++i)
       for (int64_t j = lo; j < hi; ++j)

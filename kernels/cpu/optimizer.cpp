@@ -34,7 +34,7 @@ void adam(const std::vector<ParamSlot<S>> &params, const S *scalars, const S *st
   const S c1 = S(1.0 / (1.0 - std::pow(b1, step))), c2 = S(1.0 / (1.0 - std::pow(b2, step)));
   const S sb1 = S(b1), sb2 = S(b2), slr = S(lr), seps = S(eps);
   for (const ParamSlot<S> &ps : params)
-    parallelRanges(ps.n, 4096, [&](int64_t lo, int64_t hi) {
+    parallelRanges(ps.n, grainFor(8), [&](int64_t lo, int64_t hi) {
 #pragma omp simd
       for (int64_t i = lo; i < hi; ++i) {
         S g = ps.d[i] * scale;

@@ -31,6 +31,14 @@ inline int threadIndex() {
 #endif
 }
 
+/// Below this many multiply-adds a parallel region costs more than it saves.
+constexpr int64_t kParallelWork = 1 << 15;
+
+/// The fewest items per thread worth a parallel region when each item costs workPerItem.
+inline int64_t grainFor(int64_t workPerItem) {
+  return std::max<int64_t>(1, kParallelWork / std::max<int64_t>(1, workPerItem));
+}
+
 /// Splits [0, n) into one contiguous range per thread (none shorter than minChunk) and calls
 /// fn(lo, hi) for each; the split depends only on n and the thread count.
 template <typename Fn> void parallelRanges(int64_t n, int64_t minChunk, Fn &&fn) {
@@ -47,8 +55,9 @@ template <typename Fn> void parallelRanges(int64_t n, int64_t minChunk, Fn &&fn)
 }
 
 /// Calls fn(i) for every i in [0, n), load-balanced; fn(i) must write only what item i owns.
-template <typename Fn> void parallelItems(int64_t n, Fn &&fn) {
-#pragma omp parallel for schedule(dynamic, 1)
+/// `work` estimates the total multiply-adds, so tiny calls stay on the calling thread.
+template <typename Fn> void parallelItems(int64_t n, int64_t work, Fn &&fn) {
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1 && work >= kParallelWork)
   for (int64_t i = 0; i < n; ++i)
     fn(i);
 }
@@ -60,7 +69,7 @@ template <typename Fn> double fixedChunkSum(int64_t n, int64_t chunk, Fn &&fn) {
     return 0.0;
   int64_t chunks = (n + chunk - 1) / chunk;
   std::vector<double> part(size_t(chunks), 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks >= 4)
   for (int64_t c = 0; c < chunks; ++c)
     part[size_t(c)] = fn(c * chunk, std::min(n, (c + 1) * chunk));
   double total = 0.0;

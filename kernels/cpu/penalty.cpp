@@ -11,7 +11,7 @@ template <typename S>
 void penalty(int64_t T, const PenaltyParams &pen, const PairLists<S> &pairs, const S *norm,
              S lamOverB, S *pairDgate, S *dNorm, S *stats) {
   std::vector<double> part(size_t(T), 0.0);
-  parallelItems(T, [&](int64_t t) {
+  parallelItems(T, int64_t(pairs.ptr[T] - pairs.ptr[0]) * 8, [&](int64_t t) {
     int64_t p0 = pairs.ptr[t], count = pairs.ptr[t + 1] - p0;
     S slopeDotGate;
     penaltyPairs(pen, pairs.gate + p0, count, norm[t], lamOverB, pairDgate + p0, part[size_t(t)],

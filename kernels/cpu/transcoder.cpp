@@ -12,7 +12,7 @@ namespace molt::cpu {
 
 template <typename S>
 void tcDecode(int64_t B, int64_t D, int64_t F, const PairLists<S> &pairs, const S *decW, S *yhat) {
-  parallelRanges(B, 1, [&](int64_t lo, int64_t hi) {
+  parallelRanges(B, grainFor(D * std::max<int64_t>(1, (pairs.ptr[F] - pairs.ptr[0]) / std::max<int64_t>(1, B))), [&](int64_t lo, int64_t hi) {
     for (int64_t f = 0; f < F; ++f) {
       const int32_t *begin = pairs.tok + pairs.ptr[f], *end = pairs.tok + pairs.ptr[f + 1];
       const int32_t *first = std::lower_bound(begin, end, int32_t(lo));
@@ -34,7 +34,7 @@ void tcDecode(int64_t B, int64_t D, int64_t F, const PairLists<S> &pairs, const 
 template <typename S>
 void tcDecodeBwd(int64_t D, int64_t F, const S *dYhat, const PairLists<S> &pairs, const S *decW,
                  S *dDecW, S *pairDgate) {
-  parallelItems(F, [&](int64_t f) {
+  parallelItems(F, int64_t(pairs.ptr[F] - pairs.ptr[0]) * 2 * D, [&](int64_t f) {
     const S *w = decW + f * D;
     S *dw = dDecW + f * D;
     for (int32_t p = pairs.ptr[f]; p < pairs.ptr[f + 1]; ++p) {
@@ -62,7 +62,7 @@ template <typename S>
 void tcPenalty(int64_t D, int64_t F, const PenaltyParams &pen, const PairLists<S> &pairs,
                const S *decW, S lamOverB, S *pairDgate, S *dDecW, S *stats) {
   std::vector<double> part(size_t(F), 0.0);
-  parallelItems(F, [&](int64_t f) {
+  parallelItems(F, F * D, [&](int64_t f) {
     const S *w = decW + f * D;
     S *dw = dDecW + f * D;
     double n2 = 0;

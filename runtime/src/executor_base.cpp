@@ -143,7 +143,8 @@ Status ExecutorBase::checkInvocation(const std::string &entry, const Invocation 
     return invalidArgument(where + ": bucket attrs R/N/OFF out of range");
   if (k->attrs.count("gate") && gate != "jumprelu" && gate != "relu" && gate != "topk")
     return invalidArgument(where + ": unknown gate '" + gate + "'");
-  if (gate == "topk" && intAttr(*k, "k") <= 0)
+  const bool encodes = k->op == "encode_gate" || k->op == "tc_encode";
+  if (encodes && gate == "topk" && intAttr(*k, "k") <= 0)
     return invalidArgument(where + ": a topk gate needs k > 0");
   if (k->attrs.count("kind") && stringAttr(*k, "kind") != "tanh" && stringAttr(*k, "kind") != "l1")
     return invalidArgument(where + ": unknown penalty kind '" + stringAttr(*k, "kind") + "'");
@@ -186,8 +187,7 @@ Status ExecutorBase::checkInvocation(const std::string &entry, const Invocation 
     else if (arg == "pair_count")
       shape = {1};
     else if (arg == "pair_tok" || arg == "pair_gate" || arg == "pair_pre" || arg == "pair_dgate")
-      atLeast = k->op == "encode_gate" || k->op == "tc_encode"
-                    ? B * (gate == "topk" ? std::min(intAttr(*k, "k"), T) : T)
+      atLeast = encodes ? B * (gate == "topk" ? std::min(intAttr(*k, "k"), T) : T)
                     : 1;
     else if (arg == "stats")
       atLeast = 16;
