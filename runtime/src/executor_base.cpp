@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <set>
+#include <type_traits>
 
 #include "molt/ops.h"
 
@@ -69,35 +70,38 @@ Status ExecutorBase::initialize() {
   return Status::ok();
 }
 
+namespace {
+
+// A kernel attribute converted to T, or `fallback` when absent or of another kind (numbers
+// convert between integer and float; the plan loader already checked the manifest's types).
+template <typename T> T attrAs(const KernelDesc &k, const std::string &name, T fallback) {
+  auto it = k.attrs.find(name);
+  if (it == k.attrs.end())
+    return fallback;
+  return std::visit(
+      [&](const auto &v) -> T {
+        using V = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<V, std::string> || std::is_same_v<T, std::string>) {
+          if constexpr (std::is_same_v<V, T>)
+            return v;
+          return fallback;
+        } else {
+          return T(v);
+        }
+      },
+      it->second);
+}
+
+} // namespace
+
 int64_t ExecutorBase::intAttr(const KernelDesc &k, const std::string &name) {
-  auto it = k.attrs.find(name);
-  if (it == k.attrs.end())
-    return 0;
-  if (const int64_t *i = std::get_if<int64_t>(&it->second))
-    return *i;
-  if (const double *f = std::get_if<double>(&it->second))
-    return int64_t(*f);
-  return 0;
+  return attrAs<int64_t>(k, name, 0);
 }
-
 double ExecutorBase::floatAttr(const KernelDesc &k, const std::string &name) {
-  auto it = k.attrs.find(name);
-  if (it == k.attrs.end())
-    return 0.0;
-  if (const double *f = std::get_if<double>(&it->second))
-    return *f;
-  if (const int64_t *i = std::get_if<int64_t>(&it->second))
-    return double(*i);
-  return 0.0;
+  return attrAs<double>(k, name, 0.0);
 }
-
 std::string ExecutorBase::stringAttr(const KernelDesc &k, const std::string &name) {
-  auto it = k.attrs.find(name);
-  if (it == k.attrs.end())
-    return "";
-  if (const std::string *s = std::get_if<std::string>(&it->second))
-    return *s;
-  return "";
+  return attrAs<std::string>(k, name, "");
 }
 
 std::vector<std::string> ExecutorBase::splitParams(const std::string &list) {
@@ -228,24 +232,26 @@ std::vector<std::string> ExecutorBase::names() const {
   return out;
 }
 
-Status ExecutorBase::write(const std::string &name, const void *host, size_t bytes) {
+// The tensor a host copy names, checked to exist and to match the copy's size.
+StatusOr<const BufferInfo *> ExecutorBase::copyTarget(const std::string &name, size_t bytes,
+                                                      const char *verb) const {
   const BufferInfo *t = info(name);
   if (!t)
     return notFound("no tensor named '" + name + "'");
   if (bytes != t->bytes())
-    return invalidArgument("writing '" + name + "': " + std::to_string(bytes) + " bytes for a " +
-                           std::to_string(t->bytes()) + "-byte tensor");
-  return writeBytes(*t, host);
+    return invalidArgument(std::string(verb) + " '" + name + "': " + std::to_string(bytes) +
+                           " bytes for a " + std::to_string(t->bytes()) + "-byte tensor");
+  return t;
+}
+
+Status ExecutorBase::write(const std::string &name, const void *host, size_t bytes) {
+  auto t = copyTarget(name, bytes, "writing");
+  return t.isOk() ? writeBytes(**t, host) : t.status();
 }
 
 Status ExecutorBase::read(const std::string &name, void *host, size_t bytes) {
-  const BufferInfo *t = info(name);
-  if (!t)
-    return notFound("no tensor named '" + name + "'");
-  if (bytes != t->bytes())
-    return invalidArgument("reading '" + name + "': " + std::to_string(bytes) + " bytes for a " +
-                           std::to_string(t->bytes()) + "-byte tensor");
-  return readBytes(*t, host);
+  auto t = copyTarget(name, bytes, "reading");
+  return t.isOk() ? readBytes(**t, host) : t.status();
 }
 
 Status ExecutorBase::zero(const std::string &name) {

@@ -54,6 +54,8 @@ protected:
 
 private:
   Status addTensor(BufferInfo info);
+  StatusOr<const BufferInfo *> copyTarget(const std::string &name, size_t bytes,
+                                          const char *verb) const;
   Status checkInvocation(const std::string &entry, const Invocation &inv) const;
 
   Plan plan_;
