@@ -6,6 +6,8 @@
 #include <random>
 #include <thread>
 
+#include <unistd.h>
+
 #include "kernels/cuda/wrapper.h"
 #include "molt/cuda.h"
 #include "molt/ops.h"

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "molt/plan.h"
 #include "molt/status.h"
 
 namespace molt::cuda {
@@ -48,5 +49,23 @@ StatusOr<CompiledImage> compileCached(const std::string &source, const std::stri
 /// The device headers as in-memory NVRTC headers named "molt_kernels/<file>", read from `dir`
 /// (kernels/cuda in a source tree, or a bundle's molt_kernels/).
 StatusOr<std::map<std::string, std::string>> loadKernelHeaders(const std::string &dir);
+
+/// Where a bundle's kernels find molt_kernels/*.cuh: -I the bundle when it carries them, else
+/// in-memory copies of the source tree's kernels/cuda ($MOLT_KERNEL_DIR overrides the path).
+struct KernelIncludes {
+  std::vector<std::string> dirs;
+  std::map<std::string, std::string> headers;
+};
+StatusOr<KernelIncludes> bundleIncludes(const std::string &bundleDir);
+
+/// Each kernel's CUDA source, in plan order: the bundle's `source` file, or (a hand-built
+/// bundle without sources) the text of the one emitter, cudaWrapperSource.
+StatusOr<std::vector<std::string>> kernelSources(const Plan &plan, const std::string &bundleDir);
+
+/// compileCached for every kernel of a plan, side by side on all cores (NVRTC programs are
+/// independent), in plan order.
+StatusOr<std::vector<CompiledImage>> compilePlan(const Plan &plan, const std::string &bundleDir,
+                                                 const std::string &arch,
+                                                 const std::string &cacheDir = "");
 
 } // namespace molt::cuda

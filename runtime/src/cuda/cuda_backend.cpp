@@ -5,16 +5,10 @@
 // bound batch, the zeroed work scratch and the param tables of grad_norm / adam.
 #include "cuda/cuda_backend.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <sstream>
-#include <thread>
 
 #include "cuda/cuda_api.h"
 #include "executor_base.h"
@@ -143,6 +137,10 @@ public:
     MOLT_RETURN_IF_ERROR(device_->makeCurrent());
     return device_->api->check(device_->api->cuStreamSynchronize(stream_), "cuStreamSynchronize");
   }
+  void *storage(const std::string &name) override {
+    auto it = memory_.find(name);
+    return it == memory_.end() ? nullptr : reinterpret_cast<void *>(it->second.first);
+  }
 
 protected:
   Status allocate(const BufferInfo &info) override {
@@ -231,39 +229,11 @@ private:
   CudaExecutor(std::shared_ptr<Device> device, const Plan &plan, int64_t batch)
       : ExecutorBase(plan, batch), device_(std::move(device)) {}
 
-  /// Sources come from the bundle; a hand-built bundle without them (tests/fixtures) gets the
-  /// text from the one emitter, cudaWrapperSource. Headers: the bundle's molt_kernels/, else
-  /// the source tree's kernels/cuda ($MOLT_KERNEL_DIR overrides).
   Status compileKernels(const std::string &bundleDir) {
     const DriverApi &api = *device_->api;
-    std::vector<std::string> includeDirs;
-    std::map<std::string, std::string> headers;
-    struct stat st;
-    if (!bundleDir.empty() && stat((bundleDir + "/molt_kernels").c_str(), &st) == 0) {
-      includeDirs.push_back(bundleDir);
-    } else {
-      const char *env = std::getenv("MOLT_KERNEL_DIR");
-      auto h = loadKernelHeaders(env && *env ? env : MOLT_KERNEL_HEADER_DIR);
-      if (!h)
-        return h.status().withContext("CUDA kernel headers");
-      headers = std::move(*h);
-    }
     int64_t workWords = 0;
-    std::vector<std::string> sources;
-    for (const KernelDesc &k : plan().kernels) {
+    for (const KernelDesc &k : plan().kernels)
       workWords = std::max(workWords, cudaWorkWords(k));
-      std::ifstream in(bundleDir + "/" + k.source, std::ios::binary);
-      if (!k.source.empty() && in) {
-        std::ostringstream ss;
-        ss << in.rdbuf();
-        sources.push_back(ss.str());
-      } else {
-        auto text = cudaWrapperSource(k);
-        if (!text)
-          return text.status();
-        sources.push_back(std::move(*text));
-      }
-    }
     if (workWords > 0) {
       workWords_ = size_t(workWords);
       auto w = device_->pool->take(workWords_ * 4);
@@ -271,32 +241,16 @@ private:
         return w.status();
       work_ = *w;
     }
-    // NVRTC programs are independent: compile them side by side (a cold spec in seconds).
-    const size_t n = plan().kernels.size();
-    std::vector<StatusOr<CompiledImage>> images(n, StatusOr<CompiledImage>(internalError("not run")));
-    const unsigned workers =
-        std::max(1u, std::min<unsigned>(unsigned(n), std::thread::hardware_concurrency()));
-    std::vector<std::thread> pool;
-    std::atomic<size_t> next{0};
-    for (unsigned w = 0; w < workers; ++w)
-      pool.emplace_back([&] {
-        for (size_t i; (i = next.fetch_add(1)) < n;)
-          images[i] = compileCached(sources[i], plan().kernels[i].name + ".cu", includeDirs,
-                                    device_->arch(), headers);
-      });
-    for (std::thread &t : pool)
-      t.join();
-    for (size_t i = 0; i < n; ++i) {
+    auto images = compilePlan(plan(), bundleDir, device_->arch());
+    if (!images)
+      return images.status();
+    for (size_t i = 0; i < images->size(); ++i) {
       const KernelDesc &k = plan().kernels[i];
-      if (!images[i])
-        return images[i].status().withContext("kernel '" + k.name + "'");
-      Kernel kern;
-      MOLT_CU(api, cuModuleLoadData(&kern.module, images[i]->image.data()));
-      kernels_[k.name] = kern;
-      MOLT_CU(api, cuModuleGetFunction(&kernels_[k.name].function, kern.module, k.entry.c_str()));
+      Kernel &kern = kernels_[k.name];
+      MOLT_CU(api, cuModuleLoadData(&kern.module, (*images)[i].image.data()));
+      MOLT_CU(api, cuModuleGetFunction(&kern.function, kern.module, k.entry.c_str()));
       if (k.launch.smem > 48 * 1024)
-        MOLT_CU(api, cuFuncSetAttribute(kernels_[k.name].function,
-                                        CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        MOLT_CU(api, cuFuncSetAttribute(kern.function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                         int(k.launch.smem)));
     }
     return Status::ok();

@@ -3,6 +3,7 @@
 // Entry file <dir>/<key>.bin = one header line "molt-kernel-cache 1 <key> <kind> <arch> <size>
 // <checksum>\n" then the image. Written to a unique temp name and renamed into place, so readers
 // in other processes see either nothing or a whole entry; the checksum catches anything else.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,8 +14,10 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "cuda/cuda_api.h"
+#include "kernels/cuda/wrapper.h"
 #include "molt/cuda.h"
 
 namespace molt::cuda {
@@ -236,6 +239,67 @@ StatusOr<std::map<std::string, std::string>> loadKernelHeaders(const std::string
   if (headers.empty())
     return notFound("no .cuh headers in " + dir);
   return headers;
+}
+
+StatusOr<KernelIncludes> bundleIncludes(const std::string &bundleDir) {
+  KernelIncludes inc;
+  struct stat st;
+  if (!bundleDir.empty() && stat((bundleDir + "/molt_kernels").c_str(), &st) == 0) {
+    inc.dirs.push_back(bundleDir);
+    return inc;
+  }
+  const char *env = std::getenv("MOLT_KERNEL_DIR");
+  auto h = loadKernelHeaders(env && *env ? env : MOLT_KERNEL_HEADER_DIR);
+  if (!h)
+    return h.status().withContext("CUDA kernel headers");
+  inc.headers = std::move(*h);
+  return inc;
+}
+
+StatusOr<std::vector<std::string>> kernelSources(const Plan &plan, const std::string &bundleDir) {
+  std::vector<std::string> sources;
+  for (const KernelDesc &k : plan.kernels) {
+    std::string text;
+    if (!k.source.empty() && readFile(fs::path(bundleDir) / k.source, text)) {
+      sources.push_back(std::move(text));
+      continue;
+    }
+    auto generated = cudaWrapperSource(k);
+    if (!generated)
+      return generated.status();
+    sources.push_back(std::move(*generated));
+  }
+  return sources;
+}
+
+StatusOr<std::vector<CompiledImage>> compilePlan(const Plan &plan, const std::string &bundleDir,
+                                                 const std::string &arch, const std::string &cacheDir) {
+  auto inc = bundleIncludes(bundleDir);
+  if (!inc)
+    return inc.status();
+  auto sources = kernelSources(plan, bundleDir);
+  if (!sources)
+    return sources.status();
+  const size_t n = sources->size();
+  std::vector<StatusOr<CompiledImage>> images(n, StatusOr<CompiledImage>(internalError("not compiled")));
+  const unsigned workers = std::max(1u, std::min<unsigned>(unsigned(n), std::thread::hardware_concurrency()));
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> pool;
+  for (unsigned w = 0; w < workers; ++w)
+    pool.emplace_back([&] {
+      for (size_t i; (i = next.fetch_add(1)) < n;)
+        images[i] = compileCached((*sources)[i], plan.kernels[i].name + ".cu", inc->dirs, arch,
+                                  inc->headers, cacheDir);
+    });
+  for (std::thread &t : pool)
+    t.join();
+  std::vector<CompiledImage> out;
+  for (size_t i = 0; i < n; ++i) {
+    if (!images[i])
+      return images[i].status().withContext("kernel '" + plan.kernels[i].name + "'");
+    out.push_back(std::move(*images[i]));
+  }
+  return out;
 }
 
 } // namespace molt::cuda

@@ -1,0 +1,230 @@
+// GPU benchmarks: train step and forward tokens/s, sparse-apply bandwidth against the HBM roofline, cold/warm kernel compile.
+//
+// The bundle is $MOLT_BENCH_BUNDLE (scripts/gpu-check writes the d=768, ref:16 schedule with
+// tests/fixtures/make_fixture.py); batch $MOLT_BENCH_BATCH (8192). Thresholds are set so about
+// 33 of the 496 transforms fire per token (theta = 1.5 on unit-variance pre-activations), the
+// same rule bench/peers_torch.py uses. The compile benchmarks need only NVRTC.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+
+#include <unistd.h>
+
+#include "molt/backend.h"
+#include "molt/cuda.h"
+#include "molt/plan.h"
+
+namespace {
+
+using namespace molt;
+namespace fs = std::filesystem;
+
+std::string bundleDir() {
+  const char *b = std::getenv("MOLT_BENCH_BUNDLE");
+  return b ? b : "";
+}
+int64_t batchSize() {
+  const char *b = std::getenv("MOLT_BENCH_BATCH");
+  return b ? std::atoll(b) : 8192;
+}
+
+/// Peak HBM bandwidth in GB/s by device name (0: unknown, no roofline fraction reported).
+double peakGBs(const std::string &device) {
+  if (device.find("H200") != std::string::npos)
+    return 4800;
+  if (device.find("H100") != std::string::npos)
+    return device.find("PCIe") != std::string::npos ? 2000 : 3350;
+  if (device.find("A100") != std::string::npos)
+    return 2039;
+  return 0;
+}
+
+struct Gpu {
+  std::unique_ptr<Backend> backend;
+  Plan plan;
+  std::string error;
+};
+
+Gpu &gpu() {
+  static Gpu g = [] {
+    Gpu g;
+    auto b = createBackend("cuda");
+    if (!b) {
+      g.error = b.status().message();
+      return g;
+    }
+    auto p = loadPlan(bundleDir());
+    if (!p) {
+      g.error = "MOLT_BENCH_BUNDLE: " + p.status().message();
+      return g;
+    }
+    g.backend = std::move(*b);
+    g.plan = std::move(*p);
+    return g;
+  }();
+  return g;
+}
+
+/// An executor with the benchmark's parameters and data, and `stats` from one train step.
+std::unique_ptr<Executor> prepared(const Plan &plan, benchmark::State &state) {
+  auto ex = gpu().backend->prepare(plan, bundleDir(), batchSize());
+  if (!ex) {
+    state.SkipWithError(ex.status().message().c_str());
+    return nullptr;
+  }
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  const double d = double(plan.model.d_model);
+  for (const ParamDesc &p : plan.params) {
+    std::vector<float> v(size_t((*ex)->info(p.name)->numel()));
+    const double std = p.name == "theta" ? 0.0 : p.name == "enc_w" ? 1.0 / std::sqrt(d) : p.init.value;
+    for (float &x : v)
+      x = p.name == "theta" ? 1.5f : p.init.kind == "normal" ? float(std) * normal(rng) : 0.f;
+    (void)(*ex)->write(p.name, v.data(), v.size() * 4);
+  }
+  for (const char *n : {"x", "y"}) {
+    std::vector<float> v(size_t((*ex)->info(n)->numel()));
+    for (float &x : v)
+      x = normal(rng);
+    (void)(*ex)->write(n, v.data(), v.size() * 4);
+  }
+  const float sc[8] = {0.01f, 1e-4f, 0.9f, 0.999f, 1e-8f, 1.0f, 1.0f, 1.f / float(batchSize())};
+  (void)(*ex)->write("scalars", sc, sizeof sc);
+  return std::move(*ex);
+}
+
+bool ready(benchmark::State &state) {
+  if (!gpu().error.empty()) {
+    state.SkipWithError(gpu().error.c_str());
+    return false;
+  }
+  return true;
+}
+
+void timeEntry(benchmark::State &state, const Plan &plan, const std::string &entry, double bytes) {
+  auto ex = prepared(plan, state);
+  if (!ex)
+    return;
+  if (Status s = ex->run(entry); !s.isOk() || !(s = ex->synchronize()).isOk()) {
+    state.SkipWithError(s.message().c_str());
+    return;
+  }
+  float stats[16];
+  (void)ex->read("stats", stats, sizeof stats);
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    (void)ex->run(entry);
+    (void)ex->synchronize();
+    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  const int64_t B = batchSize();
+  state.counters["tokens/s"] = benchmark::Counter(double(B), benchmark::Counter::kIsIterationInvariantRate);
+  if (stats[3] > 0)
+    state.counters["L0"] = stats[3] / double(B);
+  if (bytes > 0) {
+    state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+    if (double peak = peakGBs(gpu().backend->deviceName()); peak > 0)
+      state.counters["roofline"] =
+          benchmark::Counter(bytes / 1e9 / peak, benchmark::Counter::kIsIterationInvariantRate);
+  }
+  state.SetLabel(gpu().backend->deviceName());
+}
+
+void BM_CudaTrainStep(benchmark::State &state) {
+  if (ready(state))
+    timeEntry(state, gpu().plan, "train_step", 0);
+}
+
+void BM_CudaForward(benchmark::State &state) {
+  if (ready(state))
+    timeEntry(state, gpu().plan, "forward", 0);
+}
+
+/// The bucket_apply launches of forward alone, after one forward built the pair lists. Bytes
+/// it must move: every U_t, V_t once (all transforms are active at this batch), x read once,
+/// yhat read and written once, and each listed pair's token and gate.
+void BM_CudaSparseApply(benchmark::State &state) {
+  if (!ready(state))
+    return;
+  Plan plan = gpu().plan;
+  std::vector<Invocation> apply;
+  for (const Invocation &inv : plan.entry_points.at("forward"))
+    if (plan.findKernel(inv.kernel)->op == "bucket_apply")
+      apply.push_back(inv);
+  plan.entry_points["bench_apply"] = apply;
+  const double D = double(plan.model.d_model), B = double(batchSize());
+  double weights = 0;
+  for (const Bucket &b : plan.model.buckets)
+    weights += 2.0 * double(b.count) * D * double(b.rank) * 4;
+  // Pairs: L0 per token, ~33 here; counted from the lists the forward pass leaves behind.
+  auto ex = prepared(plan, state);
+  if (!ex)
+    return;
+  (void)ex->run("forward");
+  int32_t pairs = 0;
+  (void)ex->read("pair_count", &pairs, 4);
+  ex.reset();
+  timeEntry(state, plan, "bench_apply", weights + 3 * B * D * 4 + double(pairs) * 8);
+  state.counters["pairs"] = pairs;
+}
+
+/// prepare() with a warm kernel cache: cache lookups, module loads and allocation.
+void BM_CudaWarmStart(benchmark::State &state) {
+  if (!ready(state))
+    return;
+  (void)gpu().backend->prepare(gpu().plan, bundleDir(), batchSize()); // warms cache and pool
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto ex = gpu().backend->prepare(gpu().plan, bundleDir(), batchSize());
+    if (!ex) {
+      state.SkipWithError(ex.status().message().c_str());
+      return;
+    }
+    (*ex)->synchronize().isOk();
+    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+}
+
+/// NVRTC only: every kernel of the bundle into an empty cache (cold), then again (warm).
+void compileBench(benchmark::State &state, bool warm) {
+  auto plan = loadPlan(bundleDir());
+  if (!plan) {
+    state.SkipWithError(("MOLT_BENCH_BUNDLE: " + plan.status().message()).c_str());
+    return;
+  }
+  const char *arch = std::getenv("MOLT_BENCH_ARCH");
+  const fs::path dir = fs::temp_directory_path() / ("molt-bench-cache-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  if (warm)
+    (void)cuda::compilePlan(*plan, bundleDir(), arch ? arch : "sm_90", dir.string());
+  for (auto _ : state) {
+    if (!warm) {
+      state.PauseTiming();
+      fs::remove_all(dir);
+      state.ResumeTiming();
+    }
+    auto images = cuda::compilePlan(*plan, bundleDir(), arch ? arch : "sm_90", dir.string());
+    if (!images) {
+      state.SkipWithError(images.status().message().c_str());
+      break;
+    }
+  }
+  fs::remove_all(dir);
+  state.counters["kernels"] = double(plan->kernels.size());
+}
+void BM_NvrtcColdCompile(benchmark::State &state) { compileBench(state, false); }
+void BM_NvrtcWarmCache(benchmark::State &state) { compileBench(state, true); }
+
+BENCHMARK(BM_NvrtcColdCompile)->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_NvrtcWarmCache)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CudaWarmStart)->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(5);
+BENCHMARK(BM_CudaSparseApply)->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK(BM_CudaForward)->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK(BM_CudaTrainStep)->Unit(benchmark::kMillisecond)->UseManualTime();
+
+} // namespace
+
+BENCHMARK_MAIN();
