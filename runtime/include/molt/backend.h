@@ -48,6 +48,16 @@ public:
   virtual Status run(const std::string &entryPoint) = 0;
   /// Waits for queued work (a no-op on the CPU).
   virtual Status synchronize() = 0;
+  /// Zero-copy embedding (python/, docs/embedding.md): the device address the executor reads and
+  /// writes for a tensor (its own storage, fixed for its life, unless bind() redirected it);
+  /// nullptr for an unknown name or where the backend does not expose it.
+  virtual void *storage(const std::string &name) { return (void)name, nullptr; }
+  /// Makes the executor read and write `external` (same device, the tensor's size) in place of
+  /// its own storage for `name` until bound again; nullptr restores its own storage. The caller
+  /// keeps `external` alive while bound. Unavailable where the backend cannot alias.
+  virtual Status bind(const std::string &name, void *external) {
+    return (void)external, unavailable("binding '" + name + "' to caller memory is not supported");
+  }
 };
 
 class Backend {

@@ -1,0 +1,428 @@
+// molt._molt: the nanobind extension under the `molt` package — a bundle bound to an executor,
+// with tensors exchanged as DLPack views of executor memory or bound to caller memory (no copies).
+//
+// Python-facing policy (batch handling, NumPy/torch conversion, training loop state) lives in
+// python/molt/__init__.py; this file only exposes the runtime's public API and adds what the
+// runtime lacks for embedding: a `molt_backward` entry point (forward + the output-gradient half
+// of train_step) and the input gradient dL/dx, which no kernel computes.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <memory>
+#include <set>
+#include <stdexcept>
+
+#include "molt/backend.h"
+#include "molt/jacobian.h"
+#include "molt/plan.h"
+#include "molt/safetensors.h"
+#include "molt/trainer.h"
+#ifdef MOLT_PY_WITH_COMPILER
+#include "CompileSpec.h"
+#endif
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace molt {
+namespace {
+
+constexpr const char *kBackwardEntry = "molt_backward";
+
+// Ops of train_step that carry the output gradient d_yhat back to the params; the loss, the
+// penalty (and its Frobenius-norm gradient) and the optimiser are left out.
+const std::set<std::string> kOutputGradOps = {"bucket_apply_bwd", "gate_bwd",      "bias_grad",
+                                              "tc_decode_bwd",    "tc_encode_bwd", "skip_bwd"};
+
+// The boundary where molt::Status becomes a Python exception (the runtime never throws).
+void check(const Status &s) {
+  if (!s.isOk())
+    throw std::runtime_error(s.message());
+}
+template <typename T> T take(StatusOr<T> r) {
+  check(r.status());
+  return std::move(r.value());
+}
+
+// Adds `molt_backward`: the forward invocations, then train_step's output-gradient ops in
+// their order. Plans without a train_step (forward-only bundles) get no backward.
+void addBackwardEntry(Plan &plan) {
+  auto fwd = plan.entry_points.find("forward");
+  auto train = plan.entry_points.find("train_step");
+  if (fwd == plan.entry_points.end() || train == plan.entry_points.end())
+    return;
+  std::vector<Invocation> seq = fwd->second;
+  for (const Invocation &inv : train->second) {
+    const KernelDesc *k = plan.findKernel(inv.kernel);
+    if (k && kOutputGradOps.count(k->op))
+      seq.push_back(inv);
+  }
+  plan.entry_points[kBackwardEntry] = std::move(seq);
+}
+
+// Tensors the backward ops accumulate into besides d_p (zeroed before molt_backward, since the
+// penalty that normally overwrites them first is not run).
+std::vector<std::string> backwardAccumulators(const Plan &plan) {
+  std::set<std::string> out;
+  auto it = plan.entry_points.find(kBackwardEntry);
+  if (it == plan.entry_points.end())
+    return {};
+  for (const Invocation &inv : it->second) {
+    auto a = inv.args.find("pair_dgate");
+    if (a != inv.args.end())
+      out.insert(a->second);
+  }
+  return {out.begin(), out.end()};
+}
+
+int dlpackDevice(const std::string &device) {
+  return device == "cuda" ? nb::device::cuda::value : nb::device::cpu::value;
+}
+
+using AnyArray = nb::ndarray<nb::c_contig>;
+
+// dL/dx = Jᵀ·δ per row, the transpose of replacementJvp: for a MOLT
+// Σ_active [ g_t V_tᵀ(U_tᵀδ) + (h_t·U_tᵀδ) e_t ] with h_t = V_t x; for a transcoder
+// Σ_active (dec_w_f·δ) enc_w_f + skip_wᵀδ. float64 accumulation, OpenMP over rows.
+void inputGradient(const ReplacementLayer &L, const float *x, const float *dy, float *dx,
+                   int64_t n) {
+  const int64_t d = L.d;
+#pragma omp parallel
+  {
+    std::vector<double> xr(d), g(d), acc(d), h, z;
+    std::vector<ActiveUnit> active;
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t row = 0; row < n; ++row) {
+      for (int64_t j = 0; j < d; ++j) {
+        xr[j] = x[row * d + j];
+        g[j] = dy[row * d + j];
+        acc[j] = 0;
+      }
+      activeUnits(L, xr.data(), active);
+      for (const ActiveUnit &a : active) {
+        const double *e = &L.enc_w[size_t(a.index * d)];
+        double coeff = 0; // the gate's gradient: (∂ŷ/∂g_t)·δ
+        if (L.molt) {
+          const int64_t R = L.rank[size_t(a.index)];
+          const double *U = &L.u[size_t(L.u_off[size_t(a.index)])];
+          const double *V = &L.v[size_t(L.v_off[size_t(a.index)])];
+          h.assign(size_t(R), 0);
+          z.assign(size_t(R), 0);
+          for (int64_t r = 0; r < R; ++r)
+            for (int64_t j = 0; j < d; ++j)
+              h[r] += V[r * d + j] * xr[j];
+          for (int64_t i = 0; i < d; ++i)
+            for (int64_t r = 0; r < R; ++r)
+              z[r] += U[i * R + r] * g[i];
+          for (int64_t r = 0; r < R; ++r) {
+            coeff += h[r] * z[r];
+            for (int64_t j = 0; j < d; ++j)
+              acc[j] += a.gate * V[r * d + j] * z[r];
+          }
+        } else {
+          const double *w = &L.dec_w[size_t(a.index * d)];
+          for (int64_t i = 0; i < d; ++i)
+            coeff += w[i] * g[i];
+        }
+        for (int64_t j = 0; j < d; ++j)
+          acc[j] += coeff * e[j];
+      }
+      if (!L.skip_w.empty())
+        for (int64_t i = 0; i < d; ++i)
+          for (int64_t j = 0; j < d; ++j)
+            acc[j] += L.skip_w[size_t(i * d + j)] * g[i];
+      for (int64_t j = 0; j < d; ++j)
+        dx[row * d + j] = float(acc[j]);
+    }
+  }
+}
+
+// A bundle bound to one executor of a fixed batch on one device.
+class Session {
+public:
+  Session(const std::string &bundleDir, int64_t batch, const std::string &device)
+      : bundleDir_(bundleDir), device_(device) {
+    plan_ = take(loadPlan(bundleDir));
+    addBackwardEntry(plan_);
+    backend_ = take(createBackend(device));
+    exec_ = take(backend_->prepare(plan_, bundleDir_, batch));
+  }
+
+  int64_t batch() const { return exec_->batch(); }
+  const std::string &device() const { return device_; }
+  std::string manifest() const { return planToJson(plan_); }
+  std::string deviceName() const { return backend_->deviceName(); }
+  bool hasEntry(const std::string &e) const { return plan_.entry_points.count(e) > 0; }
+
+  std::vector<std::pair<std::string, std::vector<int64_t>>> params() const {
+    std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+    for (const ParamDesc &p : plan_.params)
+      out.push_back({p.name, p.shape});
+    return out;
+  }
+  std::vector<std::string> names() const { return exec_->names(); }
+
+  const BufferInfo &info(const std::string &name) const {
+    const BufferInfo *t = exec_->info(name);
+    if (!t)
+      throw nb::key_error(("no tensor named '" + name + "'").c_str());
+    return *t;
+  }
+
+  /// Re-binds to a new batch size, carrying every param and Adam moment over.
+  void setBatch(int64_t batch) {
+    if (batch == exec_->batch())
+      return;
+    std::vector<std::string> keep;
+    for (const ParamDesc &p : plan_.params)
+      for (const char *prefix : {"", "m_", "v_"})
+        keep.push_back(prefix + p.name);
+    TensorMap state = take(readTensors(*exec_, keep));
+    auto next = take(backend_->prepare(plan_, bundleDir_, batch));
+    check(writeTensors(*next, state));
+    exec_ = std::move(next);
+  }
+
+  /// A DLPack view of the storage the executor uses for `name` (valid while this session lives
+  /// and the batch is unchanged; the next run overwrites outputs).
+  nb::object view(nb::handle self, const std::string &name) {
+    const BufferInfo &t = info(name);
+    void *p = exec_->storage(name);
+    if (!p)
+      throw std::runtime_error("the " + device_ + " backend does not expose tensor storage");
+    std::vector<size_t> shape(t.shape.begin(), t.shape.end());
+    nb::dlpack::dtype dt = t.dtype == DType::F32 ? nb::dtype<float>() : nb::dtype<int32_t>();
+    if (device_ == "cpu")
+      return nb::cast(nb::ndarray<nb::numpy>(p, shape.size(), shape.data(), self, nullptr, dt,
+                                             nb::device::cpu::value, 0));
+    // CUDA: a bare DLPack object (torch.from_dlpack / cupy.from_dlpack take it).
+    return nb::cast(nb::ndarray<>(p, shape.size(), shape.data(), self, nullptr, dt,
+                                  dlpackDevice(device_), deviceId()));
+  }
+
+  /// Makes the executor use the caller's memory for `name` (no copy). Checked: dtype, size,
+  /// contiguity, device. The caller unbinds (or rebinds) before that memory goes away.
+  void bind(const std::string &name, AnyArray a) {
+    const BufferInfo &t = info(name);
+    const bool f32 = a.dtype() == nb::dtype<float>(), i32 = a.dtype() == nb::dtype<int32_t>();
+    if ((t.dtype == DType::F32 && !f32) || (t.dtype == DType::I32 && !i32))
+      throw nb::type_error(("'" + name + "' needs a contiguous " +
+                            (t.dtype == DType::F32 ? "float32" : "int32") + " array")
+                               .c_str());
+    if (int64_t(a.size()) != t.numel())
+      throw nb::value_error(("'" + name + "' holds " + std::to_string(t.numel()) +
+                             " elements, the array " + std::to_string(a.size()))
+                                .c_str());
+    if (a.device_type() != dlpackDevice(device_))
+      throw nb::value_error(("'" + name + "': the array is not on the layer's device (" +
+                             device_ + ")")
+                                .c_str());
+    check(exec_->bind(name, a.data()));
+  }
+  void unbind(const std::string &name) { check(exec_->bind(name, nullptr)); }
+  bool canBind() {
+    const std::string probe = "x";
+    if (!exec_->info(probe))
+      return false;
+    if (!exec_->bind(probe, exec_->storage(probe)).isOk())
+      return false;
+    check(exec_->bind(probe, nullptr));
+    return true;
+  }
+
+  void write(const std::string &name, nb::ndarray<float, nb::c_contig, nb::device::cpu> a) {
+    check(exec_->write(name, a.data(), a.size() * sizeof(float)));
+  }
+  nb::ndarray<nb::numpy, float> read(const std::string &name) {
+    const BufferInfo &t = info(name);
+    auto *buf = new std::vector<float>(size_t(t.numel()));
+    nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<float> *>(p); });
+    if (t.dtype != DType::F32)
+      throw nb::type_error(("'" + name + "' is not float32; use view()").c_str());
+    check(exec_->read(name, buf->data(), t.bytes()));
+    std::vector<size_t> shape(t.shape.begin(), t.shape.end());
+    return nb::ndarray<nb::numpy, float>(buf->data(), shape.size(), shape.data(), owner);
+  }
+  void zero(const std::string &name) { check(exec_->zero(name)); }
+
+  void run(const std::string &entry) {
+    if (entry == kBackwardEntry) {
+      // run() zeroes d_p only for train_step; the backward ops accumulate from zero.
+      for (const ParamDesc &p : plan_.params)
+        check(exec_->zero("d_" + p.name));
+      for (const std::string &name : backwardAccumulators(plan_))
+        check(exec_->zero(name));
+    }
+    nb::gil_scoped_release release;
+    check(exec_->run(entry));
+  }
+  void synchronize() {
+    nb::gil_scoped_release release;
+    check(exec_->synchronize());
+  }
+
+  void initParams(uint64_t seed) { check(writeTensors(*exec_, molt::initParams(plan_, seed))); }
+
+  std::vector<float> stepScalars(const Schedule &s, int64_t step, int64_t adamStep) const {
+    auto a = molt::stepScalars(s, step, adamStep, exec_->batch());
+    return {a.begin(), a.end()};
+  }
+
+  ReplacementLayer replacement() {
+    TensorMap params = take(readTensors(*exec_));
+    return take(makeReplacement(plan_.model, params));
+  }
+
+  /// dL/dx for rows x given dL/dŷ (host arrays [n, d]).
+  nb::ndarray<nb::numpy, float> inputGrad(nb::ndarray<const float, nb::c_contig, nb::device::cpu> x,
+                                          nb::ndarray<const float, nb::c_contig, nb::device::cpu> dy) {
+    const int64_t d = plan_.model.d_model;
+    if (x.ndim() != 2 || int64_t(x.shape(1)) != d || dy.ndim() != 2 ||
+        x.shape(0) != dy.shape(0) || dy.shape(1) != x.shape(1))
+      throw nb::value_error(("x and dL/dyhat must both be [n, " + std::to_string(d) + "]").c_str());
+    ReplacementLayer L = replacement();
+    const int64_t n = int64_t(x.shape(0));
+    auto *buf = new std::vector<float>(size_t(n * d));
+    nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<float> *>(p); });
+    {
+      nb::gil_scoped_release release;
+      inputGradient(L, x.data(), dy.data(), buf->data(), n);
+    }
+    return nb::ndarray<nb::numpy, float>(buf->data(), {size_t(n), size_t(d)}, owner);
+  }
+
+  /// Exact per-row Jacobians ∂ŷ/∂x [n, d, d] in float64 (runtime/include/molt/jacobian.h).
+  nb::ndarray<nb::numpy, double> jacobian(nb::ndarray<const float, nb::c_contig, nb::device::cpu> x) {
+    const int64_t d = plan_.model.d_model;
+    if (x.ndim() != 2 || int64_t(x.shape(1)) != d)
+      throw nb::value_error(("x must be [n, " + std::to_string(d) + "]").c_str());
+    ReplacementLayer L = replacement();
+    const int64_t n = int64_t(x.shape(0));
+    auto *buf = new std::vector<double>(size_t(n * d * d));
+    nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<double> *>(p); });
+    {
+      nb::gil_scoped_release release;
+      std::vector<double> row(static_cast<size_t>(d));
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < d; ++j)
+          row[size_t(j)] = x.data()[i * d + j];
+        replacementJacobian(L, row.data(), buf->data() + i * d * d);
+      }
+    }
+    return nb::ndarray<nb::numpy, double>(buf->data(), {size_t(n), size_t(d), size_t(d)}, owner);
+  }
+
+private:
+  int deviceId() const {
+    const char *env = std::getenv("MOLT_CUDA_DEVICE"); // the CUDA backend's own device choice
+    return env ? std::atoi(env) : 0;
+  }
+
+  std::string bundleDir_, device_;
+  Plan plan_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Executor> exec_;
+};
+
+// Host safetensors through the runtime's reader and writer (F32 / F16 / BF16 in, F32 out).
+std::map<std::string, nb::ndarray<nb::numpy, float>> loadTensors(const std::string &path) {
+  auto file = take(SafetensorsFile::open(path));
+  std::map<std::string, nb::ndarray<nb::numpy, float>> out;
+  for (const TensorView &t : file->tensors()) {
+    if (!isFloatDtype(t.dtype))
+      continue; // step counters, cursors: not tensors of the layer
+    auto *buf = new std::vector<float>(size_t(t.numel()));
+    nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<float> *>(p); });
+    toF32(t, 0, t.numel(), buf->data());
+    std::vector<size_t> shape(t.shape.begin(), t.shape.end());
+    out.emplace(t.name, nb::ndarray<nb::numpy, float>(buf->data(), shape.size(), shape.data(), owner));
+  }
+  return out;
+}
+
+void saveTensors(const std::string &path,
+                 const std::map<std::string, nb::ndarray<const float, nb::c_contig, nb::device::cpu>> &tensors,
+                 const std::map<std::string, std::string> &metadata) {
+  std::vector<TensorData> data;
+  for (const auto &[name, a] : tensors) {
+    std::vector<int64_t> shape;
+    for (size_t i = 0; i < a.ndim(); ++i)
+      shape.push_back(int64_t(a.shape(i)));
+    data.push_back({name, "F32", shape,
+                    std::string(reinterpret_cast<const char *>(a.data()), a.size() * sizeof(float))});
+  }
+  check(writeSafetensors(path, data, metadata));
+}
+
+} // namespace
+} // namespace molt
+
+NB_MODULE(_molt, m) {
+  using namespace molt;
+  m.doc() = "molt runtime bindings (use the `molt` package, not this module directly)";
+
+  nb::class_<Schedule>(m, "Schedule")
+      .def(nb::init<>())
+      .def_rw("steps", &Schedule::steps)
+      .def_rw("lr", &Schedule::lr)
+      .def_rw("lr_warmup", &Schedule::lrWarmup)
+      .def_rw("decay", &Schedule::decay)
+      .def_rw("min_lr_fraction", &Schedule::minLrFraction)
+      .def_rw("lambda_", &Schedule::lambda)
+      .def_rw("lambda_warmup", &Schedule::lambdaWarmup)
+      .def_rw("beta1", &Schedule::beta1)
+      .def_rw("beta2", &Schedule::beta2)
+      .def_rw("eps", &Schedule::eps)
+      .def_rw("clip", &Schedule::clip);
+
+  nb::class_<Session>(m, "Session")
+      .def(nb::init<const std::string &, int64_t, const std::string &>(), "bundle"_a, "batch"_a,
+           "device"_a = "cpu")
+      .def_prop_ro("batch", &Session::batch)
+      .def_prop_ro("device", &Session::device)
+      .def_prop_ro("device_name", &Session::deviceName)
+      .def_prop_ro("manifest", &Session::manifest)
+      .def("has_entry", &Session::hasEntry)
+      .def("params", &Session::params)
+      .def("names", &Session::names)
+      .def("shape", [](Session &s, const std::string &n) { return s.info(n).shape; })
+      .def("set_batch", &Session::setBatch)
+      .def("view", [](nb::handle self, const std::string &name) {
+        return nb::cast<Session &>(self).view(self, name);
+      })
+      .def("bind", &Session::bind)
+      .def("unbind", &Session::unbind)
+      .def("can_bind", &Session::canBind)
+      .def("write", &Session::write)
+      .def("read", &Session::read)
+      .def("zero", &Session::zero)
+      .def("run", &Session::run)
+      .def("synchronize", &Session::synchronize)
+      .def("init_params", &Session::initParams, "seed"_a)
+      .def("step_scalars", &Session::stepScalars)
+      .def("input_grad", &Session::inputGrad)
+      .def("jacobian", &Session::jacobian);
+
+  m.def("load_tensors", &loadTensors, "path"_a);
+  m.def("save_tensors", &saveTensors, "path"_a, "tensors"_a, "metadata"_a = std::map<std::string, std::string>{});
+  m.attr("BACKWARD_ENTRY") = kBackwardEntry;
+#ifdef MOLT_PY_WITH_COMPILER
+  m.def("compile_spec", [](const std::string &spec, const std::string &out) {
+    compiler::CompileOptions options;
+    check(compiler::compileSpec(spec, out, options));
+  });
+  m.attr("HAS_COMPILER") = true;
+#else
+  m.attr("HAS_COMPILER") = false;
+#endif
+#ifdef MOLT_HAVE_CUDA
+  m.attr("HAS_CUDA_BACKEND") = true;
+#else
+  m.attr("HAS_CUDA_BACKEND") = false;
+#endif
+}

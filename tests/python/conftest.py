@@ -1,0 +1,56 @@
+"""pytest setup for the molt package: find the package (installed, or staged by a CMake build
+via $MOLT_PY_STAGE) and the hand-built fixture bundles, and a float64 NumPy reference MOLT."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if os.environ.get("MOLT_PY_STAGE"):
+    sys.path.insert(0, os.environ["MOLT_PY_STAGE"])
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+
+@pytest.fixture
+def fixture_bundle():
+    return lambda name: os.path.join(FIXTURES, name)
+
+
+def reference_forward(model, p, x):
+    """ŷ in float64, dense over every transform (DESIGN.md §1), independent of the runtime."""
+    x = np.asarray(x, np.float64)
+    P = {k: np.asarray(v, np.float64) for k, v in p.items()}
+    gate = model["gate"]["kind"]
+    if model["kind"] == "molt":
+        pre = x @ P["enc_w"].T - P["enc_b"]
+        g = pre * (pre > P["theta"]) if gate == "jumprelu" else np.maximum(pre, 0)
+        y = np.zeros_like(x)
+        t = 0
+        for k, b in enumerate(model["buckets"]):
+            for i in range(b["count"]):
+                U, V = P[f"u{k}"][i], P[f"v{k}"][i]  # [d,R], [R,d]
+                y += g[:, t:t + 1] * ((x @ V.T) @ U.T)
+                t += 1
+    else:
+        pre = x @ P["enc_w"].T + P["enc_b"]
+        g = np.maximum(pre, 0)
+        y = g @ P["dec_w"]
+        if "skip_w" in P:
+            y += x @ P["skip_w"].T
+    if "dec_b" in P:
+        y += P["dec_b"]
+    return y
+
+
+def random_params(layer, seed, scale=0.4):
+    """Params large enough that a fair share of transforms is open for random inputs."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in layer.param_names:
+        shape = layer.state_dict()[name].shape
+        a = rng.normal(0, scale, shape).astype(np.float32)
+        if name == "theta":
+            a = np.full(shape, 0.1, np.float32)
+        out[name] = a
+    return out
