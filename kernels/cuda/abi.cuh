@@ -30,7 +30,7 @@ struct Args {
   long long B; // tokens in the batch
   long long P; // pair capacity (B x T or B x F)
   int nparams; // entries in `params` (0 for other ops)
-  int reserved;
+  int d_model; // the layer width, for ops whose attrs omit D (tc_penalty)
   /// Device scratch of at least cudaWorkWords(kernel) 32-bit words, zeroed by the executor
   /// before every launch of an op that uses it (encode_gate, tc_encode, frob_norm).
   unsigned *work;

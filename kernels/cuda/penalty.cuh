@@ -66,8 +66,9 @@ template <class C> __device__ __forceinline__ void penalty(const Args &a) {
 }
 
 /// Transcoder: p = act * ||dec_w_f||; d_dec_w_f = (lambda/B sum S'(p) act) dec_w_f / ||dec_w_f|| (=).
+/// Its attrs carry no D, so the width comes from Args::d_model.
 template <class C> __device__ __forceinline__ void tc_penalty(const Args &a) {
-  constexpr int D = C::D;
+  const int D = a.d_model;
   const int *pptr = arg<int>(a, 0);
   const float *pgate = arg<float>(a, 1), *decw = arg<float>(a, 2), *scalars = arg<float>(a, 3);
   float *pdgate = arg<float>(a, 4), *ddecw = arg<float>(a, 5), *stats = arg<float>(a, 6);

@@ -56,7 +56,7 @@ std::vector<KernelDesc> referenceKernels() {
       kernel("tc_encode", {{"D", D}, {"F", F}, {"gate", relu}}),
       kernel("tc_decode", {{"D", D}, {"F", F}}),
       kernel("skip_apply", {{"D", D}}),
-      kernel("tc_penalty", {{"D", D}, {"F", F}, {"kind", std::string("tanh")}, {"c", 1.0}}),
+      kernel("tc_penalty", {{"F", F}, {"kind", std::string("tanh")}, {"c", 1.0}}),
       kernel("tc_decode_bwd", {{"D", D}, {"F", F}}),
       kernel("skip_bwd", {{"D", D}}),
       kernel("tc_encode_bwd", {{"D", D}, {"F", F}, {"gate", jump}, {"bandwidth", bw}}),
@@ -103,6 +103,23 @@ TEST_F(NvrtcTest, EveryReferenceKernelCompilesToCubinForSm80AndSm90a) {
       ASSERT_TRUE(image.isOk()) << k.op << " " << arch << ": " << image.status().message();
       EXPECT_TRUE(isElf(*image)) << k.op << " " << arch;
     }
+}
+
+// The committed fixtures carry only manifests: their kernels compile from the one emitter, as
+// the CUDA executor does it. topk gates have no CUDA kernel yet.
+TEST_F(NvrtcTest, EveryFixtureKernelCompiles) {
+  int compiled = 0;
+  for (const auto &e : fs::directory_iterator(MOLT_SOURCE_DIR "/tests/fixtures")) {
+    if (!e.is_directory() || e.path().filename().string().find("topk") != std::string::npos)
+      continue;
+    auto plan = loadPlan(e.path().string());
+    ASSERT_TRUE(plan.isOk()) << plan.status().message();
+    auto images = cuda::compilePlan(*plan, e.path().string(), "sm_90",
+                                    (fs::path(MOLT_BINARY_DIR) / "fixture-kernel-cache").string());
+    ASSERT_TRUE(images.isOk()) << e.path() << ": " << images.status().message();
+    compiled += int(images->size());
+  }
+  EXPECT_GT(compiled, 30);
 }
 
 TEST_F(NvrtcTest, RandomisedSchedulesCompileIncludingRaggedShapes) {

@@ -190,6 +190,7 @@ protected:
     }
     args.B = batch();
     args.P = pairCapacity();
+    args.d_model = int(plan().model.d_model);
     if (auto it = inv.args.find("params"); it != inv.args.end()) {
       auto table = paramTable(it->second);
       if (!table)
