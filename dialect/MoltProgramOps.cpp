@@ -51,10 +51,12 @@ static LogicalResult verifyShape(Operation *op, ArrayAttr shape, bool allowBatch
     auto s = dyn_cast<StringAttr>(dim);
     StringRef v = s ? s.getValue() : "";
     bool batch = v == "B" || v == "P";
-    if (!s || !(v == "D" || v == "T" || v == "F" || v == "R" || v == "N" || batch) ||
+    bool model = v == "D" || v == "T" || v == "F" || v == "R" || v == "N" || v == "T+1" ||
+                 v == "F+1";
+    if (!s || !(model || batch) ||
         (batch && !allowBatchSymbols))
       return op->emitOpError() << "has dimension " << dim
-                               << " (expected an integer, D, T, F, R or N"
+                               << " (expected an integer, D, T, F, R, N, T+1 or F+1"
                                << (allowBatchSymbols ? ", B or P)" : ")");
   }
   return success();

@@ -33,7 +33,7 @@ def Molt_ParamOp : Molt_Op<"param"> {
   let description = [{
     Declares the parameter `name` with its shape and initialiser. A dimension is an integer
     or, before `--molt-specialize-buckets`, one of the symbols `D` (d_model), `T`
-    (transforms), `F` (features), `R`/`N` (rank and count of bucket `bucket`).
+    (transforms), `F` (features), `T+1`, `F+1`, `R`/`N` (rank and count of bucket `bucket`).
     Parameters are listed in declaration order in the bundle (the optimiser's order).
 
     ```mlir

@@ -23,4 +23,120 @@ def MoltDescribe : Pass<"molt-describe", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::molt::MoltDialect"];
 }
 
+//===----------------------------------------------------------------------===//
+// The compiler: spec -> programs -> specialised, fused kernels -> bundle
+//===----------------------------------------------------------------------===//
+
+def MoltExpand : Pass<"molt-expand", "::mlir::ModuleOp"> {
+  let summary = "Expand a molt.layer or molt.transcoder into forward, eval and train_step programs";
+  let description = [{
+    Declares the spec's params (`molt.param`, with initialisers) and buffers (`molt.buffer`)
+    and writes three `molt.program`s of tensor ops: `forward`, `eval` (forward + MSE and
+    sparsity losses) and `train_step` (eval + backward + one clipped Adam step). The backward
+    is derived, not written: passes/Differentiate.cpp walks the forward ops in reverse and
+    asks each op for its gradient rule. Shapes keep the symbols D, T/F, R, N until
+    `--molt-specialize-buckets`; there is one op instance per rank bucket.
+
+    ```
+    molt-opt --molt-expand examples/specs/small.mlir
+    ```
+  }];
+  let options = [
+    Option<"symbol", "symbol", "std::string", "\"\"",
+           "the spec op to expand (default: the first molt.layer, else the first molt.transcoder)">,
+  ];
+  let dependentDialects = ["::mlir::molt::MoltDialect"];
+}
+
+def MoltSpecializeBuckets : Pass<"molt-specialize-buckets", "::mlir::ModuleOp"> {
+  let summary = "Make d, transform counts, ranks, counts and offsets static per bucket";
+  let description = [{
+    Replaces the shape symbols of every `molt.param` / `molt.buffer` by numbers (only the
+    batch symbols B and P stay) and records on every tensor op its compile-time constants
+    `consts = {D, T | F}` or, for a per-bucket op, `{D, R, N, OFF}`: the numbers the
+    kernels are specialised on.
+  }];
+}
+
+def MoltFuseEncodeGate : Pass<"molt-fuse-encode-gate", "::mlir::ModuleOp"> {
+  let summary = "Fuse encoder matmul + bias + gate + pair compaction into one kernel";
+  let description = [{
+    `linear_t → bias_cols → gate → compact` becomes one `molt.fused "encode_gate"`
+    (`"tc_encode"` for a transcoder): the dense gate values never reach memory, only the
+    per-transform token lists do.
+  }];
+}
+
+def MoltFuseBucketApply : Pass<"molt-fuse-bucket-apply", "::mlir::ModuleOp"> {
+  let summary = "Fuse each bucket's gather → V → gate scale → U → scatter-add, and its Gram norms";
+  let description = [{
+    Per bucket, `gather_rows → project_v → scale_rows → project_u → scatter_add_rows`
+    becomes one `molt.fused "bucket_apply"`, so the rank-r intermediate stays on chip; and
+    `gram(u), gram(v) → trace_norm` becomes one `molt.fused "frob_norm"`.
+  }];
+}
+
+def MoltFuseBackward : Pass<"molt-fuse-backward", "::mlir::ModuleOp"> {
+  let summary = "Fuse the derived backward ops into the backward kernels";
+  let description = [{
+    Per bucket: `gather_rows(d_yhat) → project_u_t → scale_rows → project_v_grad` with
+    `project_u_grad` and `rowdot` becomes `bucket_apply_bwd` (h and the gated h are
+    recomputed on chip from cloned forward ops, never stored); `trace_norm_grad` and the two
+    `gram_grad`s become `frob_norm_bwd`; `scatter_pairs → gate_grad → accumulate/colsum →
+    linear_t_grad_w` becomes `gate_bwd` (`tc_encode_bwd`). Each loss joins its gradient
+    (`mse_loss`, `penalty`, `tc_penalty`).
+  }];
+}
+
+def MoltFuseOptimizer : Pass<"molt-fuse-optimizer", "::mlir::ModuleOp"> {
+  let summary = "One gradient-norm kernel and one Adam kernel over all parameters";
+  let description = [{
+    The per-parameter `grad_sq_norm` and `adam_update` ops of a train step become one
+    `grad_norm` and one `adam` kernel whose `params` argument lists every parameter.
+  }];
+}
+
+def MoltFusionReport : Pass<"molt-fusion-report", "::mlir::ModuleOp"> {
+  let summary = "Print the kernels each program would launch (one per top-level op)";
+  let description = [{
+    Prints, per program, one line per kernel: a fused group with the ops it holds, or a
+    single op. Run before and after the fusion passes to see what fused
+    (`molt-compile --fusion-report` does both).
+  }];
+  let options = [
+    Option<"label", "label", "std::string", "\"\"", "a word printed in the header (e.g. before)">,
+  ];
+}
+
+def MoltLowerToKernels : Pass<"molt-lower-to-kernels", "::mlir::ModuleOp"> {
+  let summary = "Lower fused programs to molt_k kernels with launch configuration";
+  let description = [{
+    Every top-level op of a specialised, fused program becomes a `molt_k.launch` of a
+    `molt_k.kernel` (deduplicated by name), whose attrs are the op's compile-time
+    constants and whose `#molt_k.launch` comes from the tuning database when it has the
+    kernel, else from the default heuristic (kernels/cuda/wrapper.h). Programs are
+    replaced by `molt_k.entry`s.
+  }];
+  let options = [
+    Option<"tuningDb", "tuning-db", "std::string", "\"\"",
+           "a JSON object mapping op(attr=value,...) keys to launch fields, preferred over the heuristic">,
+  ];
+  let dependentDialects = ["::mlir::molt_k::MoltKDialect"];
+}
+
+def MoltEmitBundle : Pass<"molt-emit-bundle", "::mlir::ModuleOp"> {
+  let summary = "Write the bundle: manifest.json, one .cu per kernel, molt_kernels/ headers";
+  let description = [{
+    Builds the runtime's `molt::Plan` from the kernel-level module and writes it with
+    `molt::writePlan` (docs/bundle.md), one CUDA source per kernel (from
+    kernels/cuda/wrapper.h) and a copy of the device headers, so the bundle compiles with
+    only the CUDA include path. `verify-archs` compiles every kernel with NVRTC.
+  }];
+  let options = [
+    Option<"outDir", "out-dir", "std::string", "\"\"", "the bundle directory (created)">,
+    Option<"verifyArchs", "verify-archs", "std::string", "\"\"",
+           "comma-separated archs (e.g. sm_80,sm_90a) every kernel must compile for with NVRTC">,
+  ];
+}
+
 #endif // MOLT_PASSES_TD

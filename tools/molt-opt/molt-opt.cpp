@@ -1,42 +1,39 @@
 // molt-opt: parses, verifies, transforms and prints molt specs (mlir-opt with molt registered).
+#include "InputCheck.h"
 #include "dialect/MoltOps.h"
+#include "dialect/kernel/MoltKernel.h"
 #include "passes/Passes.h"
+#include "passes/Pipelines.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "mlir/Transforms/Passes.h"
-#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CommandLine.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
-
-// MLIR reads an empty file as an empty module; for a spec that is always a mistake (a wrong
-// path, a truncated copy), so say so with a location. Standard input is left to MlirOptMain.
-static bool isBlankFile(llvm::StringRef path) {
-  if (path == "-")
-    return false;
-  std::unique_ptr<llvm::MemoryBuffer> file = mlir::openInputFile(path);
-  if (!file)
-    return false; // MlirOptMain reports the open error
-  for (llvm::StringRef line : llvm::split(file->getBuffer(), '\n')) {
-    line = line.trim();
-    if (!line.empty() && !line.starts_with("//"))
-      return false;
-  }
-  return true;
-}
 
 int main(int argc, char **argv) {
   mlir::registerTransformsPasses();
   mlir::molt::registerMoltPasses();
+  mlir::molt::registerMoltPipelines();
   mlir::DialectRegistry registry;
-  registry.insert<mlir::molt::MoltDialect, mlir::func::FuncDialect>();
+  registry.insert<mlir::molt::MoltDialect, mlir::molt_k::MoltKDialect, mlir::func::FuncDialect>();
   auto [input, output] = mlir::registerAndParseCLIOptions(
       argc, argv, "molt-opt: parse, verify, transform and print molt specs\n", registry);
-  if (isBlankFile(input)) {
-    llvm::errs() << input << ":1:1: error: empty input: expected a module of molt spec ops\n";
-    return 1;
-  }
+  // A spec error names the field and points at the line; the whole op again in generic form
+  // ("see current operation") only buries it. Still available on request.
+  auto &options = llvm::cl::getRegisteredOptions();
+  if (auto *printOp = static_cast<llvm::cl::opt<bool> *>(options.lookup("mlir-print-op-on-diagnostic")))
+    if (printOp->getNumOccurrences() == 0)
+      printOp->setValue(false);
+  // Standard input cannot be read twice, so only files get the pre-parse checks.
+  if (input != "-")
+    if (std::unique_ptr<llvm::MemoryBuffer> file = mlir::openInputFile(input))
+      if (std::optional<std::string> error = molt::checkSpecText(file->getBuffer())) {
+        llvm::errs() << input << ":" << *error << "\n";
+        return 1;
+      }
   return mlir::asMainReturnCode(mlir::MlirOptMain(argc, argv, input, output, registry));
 }

@@ -1,0 +1,283 @@
+// --molt-expand: a spec op becomes params, buffers and forward / eval / train_step programs.
+#include "passes/Differentiate.h"
+#include "passes/Passes.h"
+#include "passes/ProgramIR.h"
+
+#include <cmath>
+
+namespace mlir::molt {
+#define GEN_PASS_DEF_MOLTEXPAND
+#include "passes/Passes.h.inc"
+} // namespace mlir::molt
+
+using namespace mlir;
+using namespace mlir::molt;
+
+namespace {
+
+/// Builds declarations and program bodies at the end of the module.
+class ProgramBuilder {
+public:
+  ProgramBuilder(ModuleOp module, Operation *spec)
+      : module(module), spec(spec), b(module.getContext()), loc(spec->getLoc()) {
+    b.setInsertionPointToEnd(module.getBody());
+  }
+
+  // Dimensions: integers or the symbols of MoltProgramOps.td.
+  Attribute dim(StringRef symbol) { return b.getStringAttr(symbol); }
+  Attribute dim(int64_t n) { return b.getI64IntegerAttr(n); }
+
+  void param(StringRef name, ArrayRef<Attribute> shape, StringRef init, double scale,
+             std::optional<int64_t> bucket = std::nullopt) {
+    auto op = b.create<ParamOp>(loc, b.getStringAttr(name), b.getArrayAttr(shape),
+                                b.getStringAttr(init), b.getF64FloatAttr(scale), IntegerAttr());
+    if (bucket)
+      op.setBucketAttr(b.getI64IntegerAttr(*bucket));
+    params.push_back(op.getName());
+  }
+
+  void buffer(StringRef name, ArrayRef<Attribute> shape, StringRef dtype = "f32",
+              std::optional<int64_t> bucket = std::nullopt) {
+    auto op = b.create<BufferOp>(loc, name, b.getArrayAttr(shape), dtype, IntegerAttr());
+    if (bucket)
+      op.setBucketAttr(b.getI64IntegerAttr(*bucket));
+  }
+
+  ProgramOp program(StringRef entry) {
+    OpBuilder::InsertionGuard guard(b);
+    auto op = b.create<ProgramOp>(loc, b.getStringAttr(entry),
+                                  SymbolRefAttr::get(cast<SymbolOpInterface>(spec).getNameAttr()));
+    op.getBody().push_back(new Block());
+    return op;
+  }
+
+  /// Appends a tensor op to `into`.
+  void op(ProgramOp into, StringRef name, ArrayRef<StringRef> ins, ArrayRef<StringRef> outs,
+          std::optional<int64_t> bucket = std::nullopt, ArrayRef<NamedAttribute> attrs = {}) {
+    OpBuilder inner = OpBuilder::atBlockEnd(&into.getBody().front());
+    createTensorOp(inner, loc, name, ins, outs, bucket, attrs);
+  }
+
+  NamedAttribute attr(StringRef name, Attribute value) {
+    return NamedAttribute(b.getStringAttr(name), value);
+  }
+
+  /// The loss and the optimiser step shared by every spec kind: eval's losses, then the
+  /// derived backward, then gradient norm and Adam over all params.
+  LogicalResult finishTrainStep(ProgramOp train) {
+    if (failed(appendBackward(module, train, params)))
+      return failure();
+    auto grad = [&](StringRef p) { return b.getStringAttr("d_" + p.str()).getValue(); };
+    for (StringRef p : params)
+      op(train, GradSqNormOp::getOperationName(), {grad(p)}, {"stats"});
+    for (StringRef p : params)
+      op(train, AdamUpdateOp::getOperationName(), {p, grad(p), "scalars", "stats"}, {p});
+    return success();
+  }
+
+  ModuleOp module;
+  Operation *spec;
+  OpBuilder b;
+  Location loc;
+  SmallVector<StringRef> params; // declaration order = the optimiser's and checkpoint's order
+};
+
+// Attributes the gate and compaction ops share.
+SmallVector<NamedAttribute> gateAttrs(ProgramBuilder &pb, GateAttr gate) {
+  bool jump = gate.isJumpReLU();
+  StringRef kind = stringifyGateKind(gate.getKind());
+  return {pb.attr("kind", pb.b.getStringAttr(kind)),
+          pb.attr("bandwidth", pb.b.getF64FloatAttr(jump ? gate.getBandwidthValue() : 0.0)),
+          pb.attr("k", pb.b.getI64IntegerAttr(gate.getKind() == GateKind::topk ? gate.getK() : 0))};
+}
+
+SmallVector<NamedAttribute> penaltyAttrs(ProgramBuilder &pb, PenaltyAttr penalty) {
+  return {pb.attr("kind", pb.b.getStringAttr(stringifyPenaltyKind(penalty.getKind()))),
+          pb.attr("c", pb.b.getF64FloatAttr(penalty.getCValue()))};
+}
+
+/// x -> pre = x·enc_wᵀ ± enc_b -> g = φ(pre) -> pair lists: the encoder both spec kinds share.
+void buildEncoder(ProgramBuilder &pb, ProgramOp p, GateAttr gate, bool negateBias) {
+  StringRef theta = gate.isJumpReLU() ? "theta" : "theta_unused";
+  SmallVector<NamedAttribute> bias;
+  if (negateBias)
+    bias.push_back(pb.attr("negate", pb.b.getUnitAttr()));
+  SmallVector<NamedAttribute> g = gateAttrs(pb, gate);
+  pb.op(p, LinearTOp::getOperationName(), {"x", "enc_w"}, {"pre_lin"});
+  pb.op(p, BiasColsOp::getOperationName(), {"pre_lin", "enc_b"}, {"pre"}, std::nullopt, bias);
+  pb.op(p, GateOp::getOperationName(), {"pre", theta}, {"g"}, std::nullopt, g);
+  pb.op(p, CompactOp::getOperationName(), {"g", "pre"},
+        {"pair_ptr", "pair_tok", "pair_gate", "pair_pre", "pair_count"}, std::nullopt,
+        {g[0], g[1]});
+}
+
+void declareCommonBuffers(ProgramBuilder &pb, StringRef width, GateAttr gate) {
+  for (StringRef name : {"x", "y", "yhat"})
+    pb.buffer(name, {pb.dim("B"), pb.dim("D")});
+  pb.buffer("scalars", {pb.dim(8)});
+  pb.buffer("stats", {pb.dim(16)});
+  for (StringRef name : {"pre_lin", "pre", "g"})
+    pb.buffer(name, {pb.dim("B"), pb.dim(width)});
+  pb.buffer("pair_ptr", {pb.dim((width + "+1").str())}, "i32");
+  pb.buffer("pair_tok", {pb.dim("P")}, "i32");
+  pb.buffer("pair_gate", {pb.dim("P")});
+  pb.buffer("pair_pre", {pb.dim("P")});
+  pb.buffer("pair_count", {pb.dim(1)}, "i32");
+  if (!gate.isJumpReLU())
+    pb.buffer("theta_unused", {pb.dim(1)});
+}
+
+LogicalResult expandLayer(ModuleOp module, LayerOp layer) {
+  ProgramBuilder pb(module, layer);
+  const double d = double(layer.getDModel());
+  SmallVector<Bucket> buckets = layer.getSchedule().getBucketValues();
+  GateAttr gate = layer.getGate();
+  auto name = [&](StringRef stem, size_t k) {
+    return pb.b.getStringAttr(stem + std::to_string(k)).getValue();
+  };
+
+  pb.param("enc_w", {pb.dim("T"), pb.dim("D")}, "normal", 1.0 / std::sqrt(d));
+  pb.param("enc_b", {pb.dim("T")}, "zeros", 0.0);
+  if (gate.isJumpReLU())
+    pb.param("theta", {pb.dim("T")}, "const", gate.getThresholdValue());
+  for (auto [k, bucket] : llvm::enumerate(buckets)) {
+    pb.param(name("u", k), {pb.dim("N"), pb.dim("D"), pb.dim("R")}, "normal",
+             1.0 / std::sqrt(double(bucket.rank)), k);
+    pb.param(name("v", k), {pb.dim("N"), pb.dim("R"), pb.dim("D")}, "normal", 1.0 / std::sqrt(d), k);
+  }
+  if (layer.getDecoderBias())
+    pb.param("dec_b", {pb.dim("D")}, "zeros", 0.0);
+
+  declareCommonBuffers(pb, "T", gate);
+  pb.buffer("norm", {pb.dim("T")});
+  for (size_t k = 0; k < buckets.size(); ++k) {
+    pb.buffer(name("gram_u", k), {pb.dim("N"), pb.dim("R"), pb.dim("R")}, "f32", k);
+    pb.buffer(name("gram_v", k), {pb.dim("N"), pb.dim("R"), pb.dim("R")}, "f32", k);
+    pb.buffer(name("xg", k), {pb.dim("P"), pb.dim("D")}, "f32", k);
+    pb.buffer(name("h", k), {pb.dim("P"), pb.dim("R")}, "f32", k);
+    pb.buffer(name("hs", k), {pb.dim("P"), pb.dim("R")}, "f32", k);
+    pb.buffer(name("c", k), {pb.dim("P"), pb.dim("D")}, "f32", k);
+  }
+
+  auto forward = [&](ProgramOp p) {
+    buildEncoder(pb, p, gate, /*negateBias=*/true);
+    for (size_t k = 0; k < buckets.size(); ++k) {
+      pb.op(p, GramOp::getOperationName(), {name("u", k)}, {name("gram_u", k)}, k);
+      pb.op(p, GramOp::getOperationName(), {name("v", k)}, {name("gram_v", k)}, k,
+            {pb.attr("transpose", pb.b.getUnitAttr())});
+      pb.op(p, TraceNormOp::getOperationName(), {name("gram_u", k), name("gram_v", k)}, {"norm"}, k);
+    }
+    for (size_t k = 0; k < buckets.size(); ++k) {
+      pb.op(p, GatherRowsOp::getOperationName(), {"x", "pair_ptr", "pair_tok"}, {name("xg", k)}, k);
+      pb.op(p, ProjectVOp::getOperationName(), {name("xg", k), name("v", k)}, {name("h", k)}, k);
+      pb.op(p, ScaleRowsOp::getOperationName(), {name("h", k), "pair_gate"}, {name("hs", k)}, k);
+      pb.op(p, ProjectUOp::getOperationName(), {name("hs", k), name("u", k)}, {name("c", k)}, k);
+      pb.op(p, ScatterAddRowsOp::getOperationName(), {name("c", k), "pair_ptr", "pair_tok"},
+            {"yhat"}, k);
+    }
+    if (layer.getDecoderBias())
+      pb.op(p, AddBiasOp::getOperationName(), {"dec_b"}, {"yhat"});
+  };
+  auto losses = [&](ProgramOp p) {
+    pb.op(p, MseLossOp::getOperationName(), {"yhat", "y"}, {"stats"});
+    pb.op(p, PenaltyOp::getOperationName(), {"pair_ptr", "pair_gate", "norm", "scalars"},
+          {"stats"}, std::nullopt, penaltyAttrs(pb, layer.getPenalty()));
+  };
+
+  forward(pb.program("forward"));
+  ProgramOp eval = pb.program("eval");
+  forward(eval);
+  losses(eval);
+  ProgramOp train = pb.program("train_step");
+  forward(train);
+  losses(train);
+  return pb.finishTrainStep(train);
+}
+
+LogicalResult expandTranscoder(ModuleOp module, TranscoderOp tc) {
+  FailureOr<int64_t> features = tc.getFeatureCount();
+  if (failed(features))
+    return tc.emitError() << "has no feature count (its matched layer is missing or too small)";
+  ProgramBuilder pb(module, tc);
+  const double d = double(tc.getDModel());
+  GateAttr gate = tc.getActivation();
+
+  pb.param("enc_w", {pb.dim("F"), pb.dim("D")}, "normal", 1.0 / std::sqrt(d));
+  pb.param("enc_b", {pb.dim("F")}, "zeros", 0.0);
+  if (gate.isJumpReLU())
+    pb.param("theta", {pb.dim("F")}, "const", gate.getThresholdValue());
+  pb.param("dec_w", {pb.dim("F"), pb.dim("D")}, "normal", 1.0 / std::sqrt(double(*features)));
+  if (tc.getSkip())
+    pb.param("skip_w", {pb.dim("D"), pb.dim("D")}, "zeros", 0.0);
+  if (tc.getDecoderBias())
+    pb.param("dec_b", {pb.dim("D")}, "zeros", 0.0);
+  declareCommonBuffers(pb, "F", gate);
+
+  auto forward = [&](ProgramOp p) {
+    buildEncoder(pb, p, gate, /*negateBias=*/false);
+    pb.op(p, DecodeRowsOp::getOperationName(), {"pair_ptr", "pair_tok", "pair_gate", "dec_w"},
+          {"yhat"});
+    if (tc.getSkip())
+      pb.op(p, SkipApplyOp::getOperationName(), {"x", "skip_w"}, {"yhat"});
+    if (tc.getDecoderBias())
+      pb.op(p, AddBiasOp::getOperationName(), {"dec_b"}, {"yhat"});
+  };
+  auto losses = [&](ProgramOp p) {
+    pb.op(p, MseLossOp::getOperationName(), {"yhat", "y"}, {"stats"});
+    pb.op(p, FeaturePenaltyOp::getOperationName(), {"pair_ptr", "pair_gate", "dec_w", "scalars"},
+          {"stats"}, std::nullopt, penaltyAttrs(pb, tc.getPenalty()));
+  };
+
+  forward(pb.program("forward"));
+  ProgramOp eval = pb.program("eval");
+  forward(eval);
+  losses(eval);
+  ProgramOp train = pb.program("train_step");
+  forward(train);
+  losses(train);
+  return pb.finishTrainStep(train);
+}
+
+struct MoltExpandPass : ::mlir::molt::impl::MoltExpandBase<MoltExpandPass> {
+  using MoltExpandBase::MoltExpandBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    Operation *spec = nullptr;
+    if (!symbol.empty()) {
+      StringRef name = StringRef(symbol).ltrim('@');
+      spec = SymbolTable::lookupSymbolIn(module, name);
+      if (!spec) {
+        module.emitError() << "no spec op @" << name << " in the module";
+        return signalPassFailure();
+      }
+    } else {
+      for (Operation &op : module.getBody()->getOperations())
+        if (isa<LayerOp>(op) && !spec)
+          spec = &op;
+      for (Operation &op : module.getBody()->getOperations())
+        if (isa<TranscoderOp>(op) && !spec)
+          spec = &op;
+      if (!spec) {
+        module.emitError() << "no molt.layer or molt.transcoder to expand";
+        return signalPassFailure();
+      }
+    }
+    if (!module.getOps<ProgramOp>().empty()) {
+      module.emitError() << "is already expanded (it has molt.program ops)";
+      return signalPassFailure();
+    }
+    LogicalResult result = failure();
+    if (auto layer = dyn_cast<LayerOp>(spec))
+      result = expandLayer(module, layer);
+    else if (auto tc = dyn_cast<TranscoderOp>(spec))
+      result = expandTranscoder(module, tc);
+    else
+      spec->emitError() << "has no trainable program: only molt.layer and molt.transcoder "
+                           "expand (a molt.mlp teacher is evaluated by the runtime)";
+    if (failed(result))
+      signalPassFailure();
+  }
+};
+
+} // namespace
