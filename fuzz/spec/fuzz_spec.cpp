@@ -1,0 +1,33 @@
+// Fuzz target: a molt spec through molt-opt's path: the pre-parse check, MLIR's parser with the
+// molt verifiers, then --molt-describe on what verified.
+#include "dialect/MoltOps.h"
+#include "passes/Passes.h"
+#include "tools/molt-opt/InputCheck.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+
+#include <cstdint>
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  llvm::StringRef text(reinterpret_cast<const char *>(data), size);
+  if (molt::checkSpecText(text)) // molt-opt stops here too, before MLIR sees the text
+    return 0;
+  mlir::DialectRegistry registry;
+  registry.insert<mlir::molt::MoltDialect, mlir::func::FuncDialect>();
+  // A fresh context per input: uniqued attributes would otherwise pile up over a long run.
+  mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
+  context.getDiagEngine().registerHandler([](mlir::Diagnostic &) { return mlir::success(); });
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      mlir::parseSourceString<mlir::ModuleOp>(text, &context); // verifies too
+  if (!module)
+    return 0;
+  mlir::PassManager pm(&context);
+  pm.addPass(mlir::molt::createMoltDescribe());
+  (void)pm.run(*module);
+  return 0;
+}
