@@ -1,9 +1,7 @@
 // molt-opt: parses, verifies, transforms and prints molt specs (mlir-opt with molt registered).
 #include "InputCheck.h"
 #include "dialect/MoltOps.h"
-#include "dialect/kernel/MoltKernel.h"
 #include "passes/Passes.h"
-#include "passes/Pipelines.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/DialectRegistry.h"
@@ -17,17 +15,17 @@
 int main(int argc, char **argv) {
   mlir::registerTransformsPasses();
   mlir::molt::registerMoltPasses();
-  mlir::molt::registerMoltPipelines();
   mlir::DialectRegistry registry;
-  registry.insert<mlir::molt::MoltDialect, mlir::molt_k::MoltKDialect, mlir::func::FuncDialect>();
+  registry.insert<mlir::molt::MoltDialect, mlir::func::FuncDialect>();
   auto [input, output] = mlir::registerAndParseCLIOptions(
       argc, argv, "molt-opt: parse, verify, transform and print molt specs\n", registry);
   // A spec error names the field and points at the line; the whole op again in generic form
   // ("see current operation") only buries it. Still available on request.
   auto &options = llvm::cl::getRegisteredOptions();
-  if (auto *printOp = static_cast<llvm::cl::opt<bool> *>(options.lookup("mlir-print-op-on-diagnostic")))
-    if (printOp->getNumOccurrences() == 0)
-      printOp->setValue(false);
+  auto *printOp =
+      static_cast<llvm::cl::opt<bool> *>(options.lookup("mlir-print-op-on-diagnostic"));
+  if (printOp && printOp->getNumOccurrences() == 0)
+    printOp->setValue(false);
   // Standard input cannot be read twice, so only files get the pre-parse checks.
   if (input != "-")
     if (std::unique_ptr<llvm::MemoryBuffer> file = mlir::openInputFile(input))
