@@ -119,6 +119,11 @@ Normalization computeNormalization(const ShardSet &data, int64_t maxRows) {
     norm.x_scale = float(target / (sumX / double(n)));
   if (n > 0 && sumY > 0)
     norm.y_scale = float(target / (sumY / double(n)));
+  // Denormal-sized data makes √d / mean norm overflow a float: an infinite scale would turn
+  // every row into Inf/NaN (and the exported weights with it), so treat it like zero data.
+  for (float *s : {&norm.x_scale, &norm.y_scale})
+    if (!std::isfinite(*s))
+      *s = 1.0f;
   return norm;
 }
 

@@ -134,7 +134,8 @@ bool readEntry(const fs::path &p, const std::string &key, CompiledImage &out) {
   size_t size = 0;
   if (!(head >> magic >> version >> k >> kind >> arch >> size >> sum))
     return false;
-  if (magic != "molt-kernel-cache" || version != "1" || k != key || data.size() - nl - 1 != size)
+  if (magic != "molt-kernel-cache" || version != "1" || k != key || data.size() - nl - 1 != size ||
+      (kind != "cubin" && kind != "ptx"))
     return false;
   std::string image = data.substr(nl + 1);
   if (hex64(fnv1a(image)) != sum)
@@ -209,7 +210,9 @@ StatusOr<CompiledImage> compileCached(const std::string &source, const std::stri
   const fs::path dir = cacheDir.empty() ? defaultCacheDir() : cacheDir;
   const fs::path entry = dir / (key + ".bin");
   CompiledImage hit;
-  if (readEntry(entry, key, hit))
+  // The key fixes the kind and arch; a header that names others is damaged (the checksum
+  // covers only the image).
+  if (readEntry(entry, key, hit) && hit.cubin == target->cubin && hit.arch == target->arch)
     return hit;
 
   auto image = compileSource(source, name, includeDirs, target->arch, target->cubin, headers);
