@@ -17,47 +17,76 @@ template <typename S> void gatherRow(int64_t D, const S *src, int32_t row, S *ds
 
 } // namespace
 
+/// Applies transforms [nlo, nhi) of the bucket, each to its open tokens gathered into one
+/// matrix (two GEMMs with V_t / U_t hot), scatter-adding into `out` in transform order.
+template <typename S>
+void applyTransforms(int64_t B, int64_t D, int64_t R, int64_t OFF, int64_t nlo, int64_t nhi,
+                     const S *x, const S *u, const S *v, const PairLists<S> &pairs, S *out) {
+  S *xg = scratch<S>(kScratch0, size_t(B * D));
+  S *h = scratch<S>(kScratch1, size_t(B * R));
+  S *yg = scratch<S>(kScratch2, size_t(B * D));
+  S *gates = scratch<S>(kScratch3, size_t(B));
+  int32_t *toks = scratch<int32_t>(kScratch0, size_t(B));
+  for (int64_t n = nlo; n < nhi; ++n) {
+    const int64_t t = OFF + n;
+    int64_t m = 0;
+    for (int32_t p = pairs.ptr[t]; p < pairs.ptr[t + 1]; ++p) {
+      if (pairs.gate[p] == S(0))
+        continue; // listed only for the θ gradient
+      gatherRow(D, x, pairs.tok[p], xg + m * D);
+      toks[m] = pairs.tok[p];
+      gates[m++] = pairs.gate[p];
+    }
+    if (m == 0)
+      continue;
+    gemm(Trans::No, Trans::Yes, m, R, D, S(1), xg, D, v + n * R * D, D, S(0), h, R);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t r = 0; r < R; ++r)
+        h[i * R + r] *= gates[i];
+    gemm(Trans::No, Trans::Yes, m, D, R, S(1), h, R, u + n * D * R, R, S(0), yg, D);
+    for (int64_t i = 0; i < m; ++i) {
+      S *dst = out + int64_t(toks[i]) * D;
+      const S *src = yg + i * D;
+#pragma omp simd
+      for (int64_t j = 0; j < D; ++j)
+        dst[j] += src[j];
+    }
+  }
+}
+
 template <typename S>
 void bucketApply(int64_t B, int64_t D, int64_t R, int64_t N, int64_t OFF, const S *x, const S *u,
                  const S *v, const PairLists<S> &pairs, S *yhat) {
-  // Each token costs about 2·R·D per listed transform of this bucket.
-  const int64_t listed = pairs.ptr[OFF + N] - pairs.ptr[OFF];
-  parallelRanges(B, grainFor(2 * R * D * std::max<int64_t>(1, listed / std::max<int64_t>(1, B))),
-                 [&](int64_t lo, int64_t hi) {
-    const int64_t rows = hi - lo;
-    S *xg = scratch<S>(0, size_t(rows * D));
-    S *h = scratch<S>(1, size_t(rows * R));
-    S *yg = scratch<S>(2, size_t(rows * D));
-    S *gates = scratch<S>(3, size_t(rows));
-    int32_t *toks = scratch<int32_t>(0, size_t(rows));
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t t = OFF + n;
-      const int32_t *begin = pairs.tok + pairs.ptr[t], *end = pairs.tok + pairs.ptr[t + 1];
-      const int32_t *first = std::lower_bound(begin, end, int32_t(lo));
-      const int32_t *last = std::lower_bound(first, end, int32_t(hi));
-      int64_t m = 0;
-      for (const int32_t *it = first; it != last; ++it) {
-        S g = pairs.gate[it - pairs.tok];
-        if (g == S(0))
-          continue; // listed only for the θ gradient
-        gatherRow(D, x, *it, xg + m * D);
-        toks[m] = *it;
-        gates[m++] = g;
-      }
-      if (m == 0)
-        continue;
-      gemm(Trans::No, Trans::Yes, m, R, D, S(1), xg, D, v + n * R * D, D, S(0), h, R);
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t r = 0; r < R; ++r)
-          h[i * R + r] *= gates[i];
-      gemm(Trans::No, Trans::Yes, m, D, R, S(1), h, R, u + n * D * R, R, S(0), yg, D);
-      for (int64_t i = 0; i < m; ++i) {
-        S *dst = yhat + int64_t(toks[i]) * D;
-        const S *src = yg + i * D;
-#pragma omp simd
-        for (int64_t j = 0; j < D; ++j)
-          dst[j] += src[j];
-      }
+  const int64_t base = pairs.ptr[OFF], total = pairs.ptr[OFF + N] - base;
+  const int parts = int(std::clamp<int64_t>(total * 2 * R * D / kParallelWork, 1,
+                                            std::min<int64_t>(threadCount(), N)));
+  if (parts == 1) {
+    applyTransforms(B, D, R, OFF, 0, N, x, u, v, pairs, yhat);
+    return;
+  }
+  // Threads own contiguous transform ranges of about equal pair counts (so each weight is read
+  // once) and accumulate privately; the partial outputs are then added in part order. The bits
+  // depend on the data and the thread count only.
+  std::vector<int64_t> first(size_t(parts) + 1, N);
+  first[0] = 0;
+  for (int p = 1; p < parts; ++p) {
+    int64_t n = first[size_t(p) - 1];
+    while (n < N && pairs.ptr[OFF + n] - base < total * p / parts)
+      ++n;
+    first[size_t(p)] = n;
+  }
+  S *acc = scratch<S>(kAccumulators, size_t(parts) * size_t(B * D));
+#pragma omp parallel for schedule(static, 1) num_threads(parts)
+  for (int p = 0; p < parts; ++p) {
+    S *mine = acc + int64_t(p) * B * D;
+    std::memset(mine, 0, size_t(B * D) * sizeof(S));
+    applyTransforms(B, D, R, OFF, first[size_t(p)], first[size_t(p) + 1], x, u, v, pairs, mine);
+  }
+  parallelRanges(B, grainFor(parts * D), [&](int64_t lo, int64_t hi) {
+    for (int p = 0; p < parts; ++p) {
+      const S *src = acc + int64_t(p) * B * D;
+      for (int64_t i = lo * D; i < hi * D; ++i)
+        yhat[i] += src[i];
     }
   });
 }
@@ -70,10 +99,10 @@ void bucketApplyBwd(int64_t D, int64_t R, int64_t N, int64_t OFF, const S *dYhat
     const int64_t p0 = pairs.ptr[t], m = pairs.ptr[t + 1] - p0;
     if (m == 0)
       return;
-    S *xg = scratch<S>(0, size_t(m * D));
-    S *dy = scratch<S>(1, size_t(m * D));
-    S *h = scratch<S>(2, size_t(m * R));
-    S *z = scratch<S>(3, size_t(m * R));
+    S *xg = scratch<S>(kScratch0, size_t(m * D));
+    S *dy = scratch<S>(kScratch1, size_t(m * D));
+    S *h = scratch<S>(kScratch2, size_t(m * R));
+    S *z = scratch<S>(kScratch3, size_t(m * R));
     for (int64_t i = 0; i < m; ++i) {
       gatherRow(D, x, pairs.tok[p0 + i], xg + i * D);
       gatherRow(D, dYhat, pairs.tok[p0 + i], dy + i * D);

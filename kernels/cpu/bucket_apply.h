@@ -10,8 +10,8 @@
 namespace molt::cpu {
 
 /// yhat[tok] += g·U_t·(V_t·x[tok]) for each listed pair with g ≠ 0 of transforms OFF..OFF+N
-/// (u [N,D,R], v [N,R,D]). Threads own disjoint token ranges, and each token's row receives its
-/// transforms in index order, so the result is independent of scheduling.
+/// (u [N,D,R], v [N,R,D]). Threads own contiguous transform ranges and private accumulators
+/// added in a fixed order, so the bits depend on the thread count only, never on scheduling.
 template <typename S>
 void bucketApply(int64_t B, int64_t D, int64_t R, int64_t N, int64_t OFF, const S *x, const S *u,
                  const S *v, const PairLists<S> &pairs, S *yhat);

@@ -11,11 +11,11 @@ namespace molt::cpu {
 
 template <typename S>
 void frobNorm(int64_t D, int64_t R, int64_t N, const S *u, const S *v, S *norm, S *gramU, S *gramV) {
-  parallelItems(N, 2 * N * R * R * D, [&](int64_t n) {
+  parallelItems(N, N * R * R * D, [&](int64_t n) {
     const S *ut = u + n * D * R, *vt = v + n * R * D;
     S *gu = gramU + n * R * R, *gv = gramV + n * R * R;
-    gemm(Trans::Yes, Trans::No, R, R, D, S(1), ut, R, ut, R, S(0), gu, R);
-    gemm(Trans::No, Trans::Yes, R, R, D, S(1), vt, D, vt, D, S(0), gv, R);
+    gram(Trans::Yes, R, D, ut, R, gu); // UᵀU, U is [D,R]
+    gram(Trans::No, R, D, vt, D, gv);  // VVᵀ, V is [R,D]
     // trace(gu·gv) = Σ gu∘gv because gv is symmetric; rounding can leave it a hair below 0.
     double tr = 0.0;
     for (int64_t i = 0; i < R * R; ++i)

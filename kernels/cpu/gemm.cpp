@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #ifdef MOLT_HAVE_BLAS
@@ -80,6 +81,24 @@ void gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, S alpha, const S 
 #endif
 }
 
+template <typename S> void gram(Trans ta, int64_t n, int64_t k, const S *a, int64_t lda, S *c) {
+#ifdef MOLT_HAVE_BLAS
+  pinBlasThreads();
+  if constexpr (std::is_same_v<S, float>)
+    cblas_ssyrk(CblasRowMajor, CblasUpper, cblasTrans(ta), int(n), int(k), 1.f, a, int(lda), 0.f,
+                c, int(n));
+  else
+    cblas_dsyrk(CblasRowMajor, CblasUpper, cblasTrans(ta), int(n), int(k), 1.0, a, int(lda), 0.0,
+                c, int(n));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < i; ++j)
+      c[i * n + j] = c[j * n + i];
+#else
+  Trans tb = ta == Trans::Yes ? Trans::No : Trans::Yes;
+  gemm(ta, tb, n, n, k, S(1), a, lda, a, lda, S(0), c, n);
+#endif
+}
+
 template <typename S>
 void gemmParallel(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, S alpha, const S *a,
                   int64_t lda, const S *b, int64_t ldb, S beta, S *c, int64_t ldc) {
@@ -94,7 +113,8 @@ void gemmParallel(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, S alpha, 
   template void gemm<S>(Trans, Trans, int64_t, int64_t, int64_t, S, const S *, int64_t,           \
                         const S *, int64_t, S, S *, int64_t);                                      \
   template void gemmParallel<S>(Trans, Trans, int64_t, int64_t, int64_t, S, const S *, int64_t,   \
-                                const S *, int64_t, S, S *, int64_t);
+                                const S *, int64_t, S, S *, int64_t);                              \
+  template void gram<S>(Trans, int64_t, int64_t, const S *, int64_t, S *);
 MOLT_INSTANTIATE(float)
 MOLT_INSTANTIATE(double)
 #undef MOLT_INSTANTIATE

@@ -16,6 +16,10 @@ template <typename S>
 void gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, S alpha, const S *a, int64_t lda,
           const S *b, int64_t ldb, S beta, S *c, int64_t ldc);
 
+/// The Gram matrix C[N,N] = op(A)·op(A)ᵀ of op(A) [N,K] (Trans::Yes: A is [K,N]), on the calling
+/// thread; half the work of gemm (BLAS syrk), both triangles filled.
+template <typename S> void gram(Trans ta, int64_t n, int64_t k, const S *a, int64_t lda, S *c);
+
 /// The same product with its rows split across OpenMP threads (call outside a parallel region).
 template <typename S>
 void gemmParallel(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, S alpha, const S *a,

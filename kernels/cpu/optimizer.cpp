@@ -12,6 +12,7 @@ template <typename S> void gradNorm(const std::vector<ParamSlot<S>> &params, S *
   for (const ParamSlot<S> &ps : params)
     total += fixedChunkSum(ps.n, 1 << 14, [&](int64_t lo, int64_t hi) {
       double acc = 0;
+#pragma omp simd reduction(+ : acc)
       for (int64_t i = lo; i < hi; ++i)
         acc += double(ps.d[i]) * double(ps.d[i]);
       return acc;

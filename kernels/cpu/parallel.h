@@ -78,9 +78,14 @@ template <typename Fn> double fixedChunkSum(int64_t n, int64_t chunk, Fn &&fn) {
   return total;
 }
 
-/// A per-thread buffer of at least n elements, reused across calls (slot tells uses apart).
+/// Which per-thread buffer a kernel means; slots tell a kernel's simultaneous uses apart.
+/// kAccumulators belongs to the thread that calls a kernel, the others to workers (the caller is
+/// also worker 0, hence the separate slot).
+enum ScratchSlot { kScratch0, kScratch1, kScratch2, kScratch3, kAccumulators, kScratchSlots };
+
+/// A per-thread buffer of at least n elements, reused across calls.
 template <typename S> S *scratch(int slot, size_t n) {
-  thread_local std::vector<S> buffers[4];
+  thread_local std::vector<S> buffers[kScratchSlots];
   std::vector<S> &b = buffers[slot];
   if (b.size() < n)
     b.resize(n);

@@ -2,6 +2,7 @@
 #include "executor_base.h"
 
 #include <algorithm>
+#include <chrono>
 #include <set>
 #include <type_traits>
 
@@ -281,9 +282,16 @@ Status ExecutorBase::run(const std::string &entryPoint) {
   if (entryPoint == "train_step")
     for (const ParamDesc &p : plan_.params)
       MOLT_RETURN_IF_ERROR(clear("d_" + p.name));
-  for (const Invocation &inv : it->second)
+  for (const Invocation &inv : it->second) {
+    auto start = std::chrono::steady_clock::now();
     MOLT_RETURN_IF_ERROR(
         launch(*plan_.findKernel(inv.kernel), inv).withContext("kernel '" + inv.kernel + "'"));
+    if (profiling_) {
+      MOLT_RETURN_IF_ERROR(synchronize());
+      profile_[inv.kernel] +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+  }
   return Status::ok();
 }
 

@@ -37,6 +37,11 @@ public:
 
   /// The param names a `params` argument lists, in order.
   static std::vector<std::string> splitParams(const std::string &list);
+  /// When on, run() synchronizes after each launch and adds its wall time to profile()
+  /// (kernel name -> seconds, accumulated across runs).
+  void setProfiling(bool on) { profiling_ = on; }
+  const std::map<std::string, double> &profile() const { return profile_; }
+
   /// Pair capacity P (= B × T).
   int64_t pairCapacity() const { return batch_ * plan_.model.numTransforms(); }
 
@@ -62,6 +67,8 @@ private:
   int64_t batch_;
   std::vector<BufferInfo> tensors_;
   std::map<std::string, size_t> index_;
+  bool profiling_ = false;
+  std::map<std::string, double> profile_;
 };
 
 } // namespace molt

@@ -143,7 +143,7 @@ struct Layer {
 };
 
 TEST(BucketApply, MatchesTheDenseFormulationMaskedByTheGate) {
-  Layer layer(64, 3);
+  Layer layer(600, 3); // big enough for the multi-threaded path
   std::vector<double> sparse = layer.sparseForward<double>();
   test::Reference dense = test::referenceForward(layer.plan, layer.params, layer.x,
                                                  std::vector<double>(layer.x.size(), 0.0),
