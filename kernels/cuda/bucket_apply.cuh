@@ -180,6 +180,7 @@ template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &
   __shared__ float tiles[kTileA > kTileB ? kTileA : kTileB];
   __shared__ int toks[TM];
   __shared__ float gates[TM];
+  __shared__ float dots[TM];
   __shared__ ItemCursor<N, TM, S> cursor;
   if (threadIdx.x == 0)
     cursor.reset();
@@ -232,23 +233,27 @@ template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &
       __syncthreads();
     }
 
-    // pair_dgate += h . z over this rank slice; the 16 threads of a row share a half-warp.
+    // pair_dgate += h . z over this rank slice: per-row partials meet in shared memory, which
+    // works for either tile layout (SIMT or tensor-core fragments).
+    for (int m = threadIdx.x; m < TM; m += TH)
+      dots[m] = 0.f;
+    __syncthreads();
 #pragma unroll
     for (int i = 0; i < h.IM; ++i) {
       float s = 0.f;
+      const int m = h.row(i);
 #pragma unroll
       for (int j = 0; j < h.IN; ++j) {
         s = fmaf(h.c[i][j], z.c[i][j], s);
-        const int m = h.row(i), r = h.col(j);
+        const int r = h.col(j);
         gh[m * (RS + 1) + r] = gates[m] * h.c[i][j];
         gz[m * (RS + 1) + r] = gates[m] * z.c[i][j];
       }
-#pragma unroll
-      for (int o = 8; o > 0; o >>= 1)
-        s += __shfl_xor_sync(0xffffffffu, s, o);
-      if (threadIdx.x % 16 == 0 && h.row(i) < n)
-        atomicAdd(&pdgate[p0 + h.row(i)], s);
+      atomicAdd(&dots[m], s);
     }
+    __syncthreads();
+    for (int m = threadIdx.x; m < n; m += TH)
+      atomicAdd(&pdgate[p0 + m], dots[m]);
 
     // d_u_t[j][r0 + r] += sum_m dy[tok_m][j] gh[m][r]
     for (int j0 = 0; j0 < D; j0 += DT) {

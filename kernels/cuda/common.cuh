@@ -84,7 +84,7 @@ __device__ __forceinline__ void waitCount(unsigned *counter, unsigned target) {
 /// Register-blocked SIMT tile product: C[M][N] += sum_k A[k][m] * B[k][n] with A and B staged
 /// k-major in shared memory. Thread (ty, tx) of a 16-wide grid owns rows ty + i*TY and columns
 /// tx + j*16, so a warp reads two A words (broadcast) and 16 consecutive B words per k.
-template <int M, int N, int THREADS> struct TileAcc {
+template <int M, int N, int THREADS> struct SimtTileAcc {
   static constexpr int TX = 16, TY = THREADS / 16;
   static constexpr int IM = M / TY, IN = N / TX;
   static_assert(THREADS % 16 == 0 && M % TY == 0 && N % TX == 0, "tile must divide the threads");
@@ -120,6 +120,88 @@ template <int M, int N, int THREADS> struct TileAcc {
     }
   }
 };
+
+__device__ __forceinline__ unsigned toTf32(float v) {
+  unsigned r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+  return r;
+}
+
+/// The same tile product on the tensor cores (mma.sync m16n8k8 TF32, fp32 accumulate), with the
+/// same interface: element (i, j) of c is at row(i), col(j). Warps tile M in 16-row strips and
+/// N in 8-column fragments; per the PTX fragment layout, lane (g, t) = (lane / 4, lane % 4) owns
+/// rows g and g + 8 and columns 2t, 2t + 1 of each fragment.
+template <int M, int N, int THREADS> struct MmaTileAcc {
+  static constexpr int WARPS = THREADS / 32;
+  static constexpr int WM = M / 16 < WARPS ? M / 16 : WARPS; // warps along M
+  static constexpr int WN = WARPS / WM;                       // warps along N
+  static constexpr int NT = N / (WN * 8);                     // 8-column fragments per warp
+  static constexpr int IM = 2 * (M / (16 * WM)), IN = 2 * NT;
+  float c[IM][IN];
+
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < IM; ++i)
+#pragma unroll
+      for (int j = 0; j < IN; ++j)
+        c[i][j] = 0.f;
+  }
+  __device__ __forceinline__ static int warp() { return int(threadIdx.x) >> 5; }
+  __device__ __forceinline__ static int row(int i) {
+    return (warp() / WN) * 16 + (i >> 1) * 16 * WM + ((threadIdx.x & 31) >> 2) + (i & 1) * 8;
+  }
+  __device__ __forceinline__ static int col(int j) {
+    return (warp() % WN) * NT * 8 + (j >> 1) * 8 + 2 * (threadIdx.x & 3) + (j & 1);
+  }
+
+  template <int K, int LDA, int LDB>
+  __device__ __forceinline__ void mma(const float *As, const float *Bs) {
+    static_assert(K % 8 == 0, "K must be a multiple of 8");
+    const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+#pragma unroll 2
+    for (int k0 = 0; k0 < K; k0 += 8) {
+#pragma unroll
+      for (int mi = 0; mi < IM / 2; ++mi) {
+        const int m = (warp() / WN) * 16 + mi * 16 * WM + g;
+        const unsigned a0 = toTf32(As[(k0 + t) * LDA + m]), a1 = toTf32(As[(k0 + t) * LDA + m + 8]),
+                       a2 = toTf32(As[(k0 + t + 4) * LDA + m]),
+                       a3 = toTf32(As[(k0 + t + 4) * LDA + m + 8]);
+#pragma unroll
+        for (int f = 0; f < NT; ++f) {
+          const int n = (warp() % WN) * NT * 8 + f * 8 + g;
+          const unsigned b0 = toTf32(Bs[(k0 + t) * LDB + n]), b1 = toTf32(Bs[(k0 + t + 4) * LDB + n]);
+          asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                       "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                       : "+f"(c[2 * mi][2 * f]), "+f"(c[2 * mi][2 * f + 1]),
+                         "+f"(c[2 * mi + 1][2 * f]), "+f"(c[2 * mi + 1][2 * f + 1])
+                       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+        }
+      }
+    }
+  }
+};
+
+/// The tile product every kernel uses: TF32 tensor cores when built with MOLT_TF32 (the
+/// executor's fast mode; ~1e-3 relative error) and the tile divides into 16x8 fragments,
+/// else exact-order fp32 FFMA (the default, checked against the CPU oracle at 2e-4).
+template <int M, int N, int THREADS>
+constexpr bool kUseMma =
+#ifdef MOLT_TF32
+    M % 16 == 0 && THREADS % 32 == 0 &&
+    N % ((THREADS / 32) / (M / 16 < THREADS / 32 ? M / 16 : THREADS / 32) * 8) == 0 &&
+    (THREADS / 32) % (M / 16 < THREADS / 32 ? M / 16 : THREADS / 32) == 0;
+#else
+    false;
+#endif
+
+template <bool MMA, int M, int N, int THREADS> struct TileAccPick {
+  using type = SimtTileAcc<M, N, THREADS>;
+};
+template <int M, int N, int THREADS> struct TileAccPick<true, M, N, THREADS> {
+  using type = MmaTileAcc<M, N, THREADS>;
+};
+template <int M, int N, int THREADS>
+using TileAcc = typename TileAccPick<kUseMma<M, N, THREADS>, M, N, THREADS>::type;
 
 /// Stages a [ROWS x K] slab, read row by row from global memory (k contiguous: coalesced), into
 /// shared memory transposed as s[k][row] with leading dimension LD (odd LD keeps the transposed

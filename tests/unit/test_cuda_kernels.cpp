@@ -94,6 +94,12 @@ Diff compare(const std::vector<float> &c, const std::vector<float> &g, double rt
 
 bool isIntTensor(Executor &e, const std::string &n) { return e.info(n)->dtype == DType::I32; }
 
+/// 2e-4 for the exact-order fp32 kernels; scripts/gpu-check loosens it for the TF32 mode.
+double rtol() {
+  const char *r = std::getenv("MOLT_CUDA_TEST_RTOL");
+  return r ? std::atof(r) : 2e-4;
+}
+
 
 TEST(CudaKernels, EveryTrainStepKernelMatchesTheCpuOracle) {
   auto cudaOr = createBackend("cuda");
@@ -131,7 +137,7 @@ TEST(CudaKernels, EveryTrainStepKernelMatchesTheCpuOracle) {
       if (k->op == "encode_gate" || k->op == "tc_encode") {
         const float cc = readF(**cpu, "pair_count")[0], gc = readF(**gpu, "pair_count")[0];
         const int ci = *reinterpret_cast<const int *>(&cc), gi = *reinterpret_cast<const int *>(&gc);
-        EXPECT_LE(std::abs(ci - gi), std::max(2, ci / 10000)) << k->name << " pair_count";
+        EXPECT_LE(std::abs(ci - gi), std::max(2, int(ci * rtol()))) << k->name << " pair_count";
         pairsComparable = ci == gi;
       }
       std::string worst;
@@ -147,7 +153,16 @@ TEST(CudaKernels, EveryTrainStepKernelMatchesTheCpuOracle) {
           EXPECT_EQ(diff, 0u) << k->name << ": int tensor " << n << " differs in " << diff << " places";
           continue;
         }
-        const Diff d = compare(c, g, 2e-4);
+        Diff d = compare(c, g, rtol());
+        if (n == "pair_gate" && (k->op == "encode_gate" || k->op == "tc_encode")) {
+          // g jumps from 0 to theta at the threshold: a pre within rounding of it is gated on
+          // one side only. Allow as many such flips as the tolerance allows pairs.
+          size_t flips = 0;
+          for (size_t j = 0; j < c.size(); ++j)
+            flips += (c[j] == 0.f) != (g[j] == 0.f);
+          if (flips <= size_t(std::max(2.0, rtol() * double(c.size()))))
+            d.bad = d.bad > flips ? d.bad - flips : 0;
+        }
         EXPECT_EQ(d.bad, 0u) << k->name << ": " << n << " max abs " << d.maxAbs << " max rel "
                              << d.maxRel;
         if (d.maxRel >= worstRel) {
@@ -186,7 +201,7 @@ TEST(CudaKernels, TrainStepsTrackTheCpuLossCurve) {
       const double lc = c[0] / b.batch + sc[0] * c[2] / b.batch, lg = g[0] / b.batch + sc[0] * g[2] / b.batch;
       std::printf("[cuda-vs-cpu] %-28s step %d loss cpu %.6g cuda %.6g active %g/%g\n",
                   b.dir.substr(b.dir.rfind('/') + 1).c_str(), step, lc, lg, c[3], g[3]);
-      EXPECT_NEAR(lg, lc, 1e-3 * std::fabs(lc) + 1e-6) << "step " << step;
+      EXPECT_NEAR(lg, lc, 5 * rtol() * std::fabs(lc) + 1e-6) << "step " << step;
     }
   }
 }

@@ -58,8 +58,16 @@ struct KernelIncludes {
 };
 StatusOr<KernelIncludes> bundleIncludes(const std::string &bundleDir);
 
-/// Each kernel's CUDA source, in plan order: the bundle's `source` file, or (a hand-built
-/// bundle without sources) the text of the one emitter, cudaWrapperSource.
+/// True when the bundle holds the kernel's `source` file (compiler-made bundles do).
+bool hasKernelSource(const KernelDesc &kernel, const std::string &bundleDir);
+
+/// The launch to use: the manifest's for a compiled kernel; for a hand-built bundle without
+/// sources (tests/fixtures, whose launch is a placeholder), cudaDefaultLaunch — the same one
+/// emitter that then writes its wrapper.
+LaunchConfig effectiveLaunch(const KernelDesc &kernel, const std::string &bundleDir);
+
+/// Each kernel's CUDA source, in plan order: the bundle's `source` file, or the text of the one
+/// emitter, cudaWrapperSource, for the kernel with its effectiveLaunch.
 StatusOr<std::vector<std::string>> kernelSources(const Plan &plan, const std::string &bundleDir);
 
 /// compileCached for every kernel of a plan, side by side on all cores (NVRTC programs are

@@ -202,10 +202,11 @@ protected:
       MOLT_CU(api, cuMemsetD32Async(work_, 0, size_t(words), stream_));
       args.work = reinterpret_cast<unsigned *>(work_);
     }
+    const LaunchConfig &L = kit->second.launch;
     const int64_t T = plan().model.numTransforms();
     unsigned grid[3];
     for (int d = 0; d < 3; ++d) {
-      auto g = evalGrid(kd.launch.grid[d], batch(), T, pairCapacity());
+      auto g = evalGrid(L.grid[d], batch(), T, pairCapacity());
       if (!g)
         return g.status().withContext("kernel '" + kd.name + "'");
       if (*g <= 0 || *g > (d == 0 ? 2147483647 : 65535))
@@ -215,8 +216,8 @@ protected:
     }
     void *params[] = {&args};
     return api.check(api.cuLaunchKernel(kit->second.function, grid[0], grid[1], grid[2],
-                                        unsigned(kd.launch.block[0]), unsigned(kd.launch.block[1]),
-                                        unsigned(kd.launch.block[2]), unsigned(kd.launch.smem),
+                                        unsigned(L.block[0]), unsigned(L.block[1]),
+                                        unsigned(L.block[2]), unsigned(L.smem),
                                         stream_, params, nullptr),
                      ("launching " + kd.name).c_str());
   }
@@ -225,6 +226,7 @@ private:
   struct Kernel {
     CUmodule module = nullptr;
     CUfunction function = nullptr;
+    LaunchConfig launch;
   };
 
   CudaExecutor(std::shared_ptr<Device> device, const Plan &plan, int64_t batch)
@@ -248,11 +250,12 @@ private:
     for (size_t i = 0; i < images->size(); ++i) {
       const KernelDesc &k = plan().kernels[i];
       Kernel &kern = kernels_[k.name];
+      kern.launch = effectiveLaunch(k, bundleDir);
       MOLT_CU(api, cuModuleLoadData(&kern.module, (*images)[i].image.data()));
       MOLT_CU(api, cuModuleGetFunction(&kern.function, kern.module, k.entry.c_str()));
-      if (k.launch.smem > 48 * 1024)
+      if (kern.launch.smem > 48 * 1024)
         MOLT_CU(api, cuFuncSetAttribute(kern.function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                        int(k.launch.smem)));
+                                        int(kern.launch.smem)));
     }
     return Status::ok();
   }

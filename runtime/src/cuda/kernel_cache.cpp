@@ -259,15 +259,28 @@ StatusOr<KernelIncludes> bundleIncludes(const std::string &bundleDir) {
   return inc;
 }
 
+bool hasKernelSource(const KernelDesc &kernel, const std::string &bundleDir) {
+  std::error_code ec;
+  return !kernel.source.empty() && fs::is_regular_file(fs::path(bundleDir) / kernel.source, ec);
+}
+
+LaunchConfig effectiveLaunch(const KernelDesc &kernel, const std::string &bundleDir) {
+  return hasKernelSource(kernel, bundleDir) ? kernel.launch : cudaDefaultLaunch(kernel);
+}
+
 StatusOr<std::vector<std::string>> kernelSources(const Plan &plan, const std::string &bundleDir) {
   std::vector<std::string> sources;
   for (const KernelDesc &k : plan.kernels) {
     std::string text;
-    if (!k.source.empty() && readFile(fs::path(bundleDir) / k.source, text)) {
+    if (hasKernelSource(k, bundleDir)) {
+      if (!readFile(fs::path(bundleDir) / k.source, text))
+        return ioError("cannot read " + (fs::path(bundleDir) / k.source).string());
       sources.push_back(std::move(text));
       continue;
     }
-    auto generated = cudaWrapperSource(k);
+    KernelDesc withLaunch = k;
+    withLaunch.launch = cudaDefaultLaunch(k);
+    auto generated = cudaWrapperSource(withLaunch);
     if (!generated)
       return generated.status();
     sources.push_back(std::move(*generated));

@@ -1,6 +1,7 @@
 // compileSource and nvrtcVersion: one NVRTC program per call, options built in one place.
 #include "molt/cuda.h"
 
+#include <cstdlib>
 #include <memory>
 
 #include "cuda/cuda_api.h"
@@ -35,6 +36,9 @@ std::vector<std::string> nvrtcOptions(const std::string &target,
   // 177: the wrapper's Cfg declares every launch constant; most ops read only some of them.
   std::vector<std::string> options = {"--gpu-architecture=" + target, "-std=c++17",
                                       "--diag-suppress=177"};
+  // The fast mode: tile products on TF32 tensor cores (kernels/cuda/common.cuh, TileAcc).
+  if (const char *tf32 = std::getenv("MOLT_CUDA_TF32"); tf32 && *tf32 && std::string(tf32) != "0")
+    options.push_back("-DMOLT_TF32");
   for (const std::string &dir : includeDirs)
     options.push_back("-I" + dir);
   return options;
