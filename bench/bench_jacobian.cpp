@@ -102,7 +102,6 @@ void run(benchmark::State &state, molt::JacobianMethod method) {
       return;
     }
     mean = r->mean;
-    benchmark::DoNotOptimize(mean);
   }
   std::vector<molt::ActiveUnit> act;
   double l0 = 0;

@@ -29,16 +29,30 @@ void axpy(double alpha, const double *x, double *y, int64_t n) {
 }
 
 // C[m×n] = op(A)[m×k] · B[k×n], op(A)(i,p) = A[i*si + p*sp], B row-major. The inner loop is
-// an axpy over a row of B, so it vectorises without reassociating a reduction.
+// an axpy over a row of B, so it vectorises without reassociating a reduction; four rows of C
+// share each pass over a row of B, which quarters the traffic from B (too big for L2 at d×h).
 void matmul(const double *A, int64_t si, int64_t sp, const double *B, double *C, int64_t m,
             int64_t k, int64_t n) {
   std::fill(C, C + m * n, 0.0);
-  for (int64_t i = 0; i < m; ++i)
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    double *c0 = C + i * n, *c1 = c0 + n, *c2 = c1 + n, *c3 = c2 + n;
     for (int64_t p = 0; p < k; ++p) {
-      double a = A[i * si + p * sp];
-      if (a != 0.0)
-        axpy(a, B + p * n, C + i * n, n);
+      const double a0 = A[i * si + p * sp], a1 = A[(i + 1) * si + p * sp],
+                   a2 = A[(i + 2) * si + p * sp], a3 = A[(i + 3) * si + p * sp];
+      const double *b = B + p * n;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        c0[j] += a0 * b[j];
+        c1[j] += a1 * b[j];
+        c2[j] += a2 * b[j];
+        c3[j] += a3 * b[j];
+      }
     }
+  }
+  for (; i < m; ++i)
+    for (int64_t p = 0; p < k; ++p)
+      axpy(A[i * si + p * sp], B + p * n, C + i * n, n);
 }
 
 std::vector<double> transpose(const std::vector<double> &a, int64_t rows, int64_t cols) {
@@ -148,12 +162,13 @@ struct Frob {
 //     (r_t×h each, built once per used transform: 2·r_t·d·h); per token L0·h.
 //   ⟨z_t e_tᵀ, J_T⟩ = z_tᵀ W_out D W_in e_t = Σ_k δ_k (A_tᵀ (V_t x))_k (W_in e_t)_k; A_t and
 //     W_in e_t are kept, so per token R·h.
-//   ⟨M_t, M_s⟩ = tr((U_tᵀU_s)(V_sV_tᵀ)), r×r Grams, computed once for each pair of transforms
-//     that is ever open together (2·r_t·r_s·d) and looked up per token: L0².
-//   ⟨M_s, z_t e_tᵀ⟩ summed over t = ⟨U_sᵀZ, V_sE⟩ with Z = [z_t], E = [e_t] (d×L0): per token
-//     2·R·d·L0.
+//   ⟨M_t, M_s⟩ = tr((U_tᵀU_s)(V_sV_tᵀ)), r×r Grams, and ⟨M_s, z_t e_tᵀ⟩ = z_tᵀ(M_s e_t): for
+//     each ordered pair of transforms that is ever open together, the scalar and the d-vector
+//     M_s e_t = U_s(V_s e_t) are computed once (2·r_s·r_t·d + 2·r_s·d; memory d doubles per
+//     pair) and looked up per token: L0²·d.
 //   ⟨z_t e_tᵀ, z_s e_sᵀ⟩ = (z_t·z_s)(e_t·e_s): per token L0²·d.
-//   Per token in all: h·d (δ) + h² + R·h + 2·R·d·L0, against (R + h)·d² for forming J_m and J_T.
+//   Per token in all: h·d (δ) + h² + 2·R·d (z_t) + R·h + 3·L0²·d, against (R + h)·d² for
+//   forming J_m and J_T. One-off: h²·d (K) + 2·(Σ_used r_t)·d·h (A_t, B_t) + the pairs.
 // Transcoder, J_c = Σ dec_f enc_fᵀ + S:
 //   ⟨dec_f enc_fᵀ, J_T⟩ = Σ_k δ_k (W_outᵀdec_f)_k (W_in enc_f)_k, a table c_f built once;
 //   ⟨S, J_T⟩ = Σ_k δ_k (W_outᵀ S W_inᵀ)_kk; ⟨dec_f enc_fᵀ, S⟩ = dec_fᵀ S enc_f (once per f);
@@ -226,37 +241,48 @@ private:
           w_[size_t(t * h_ + k)] = dot(&T_.w_in[size_t(k * d_)], &L_.enc_w[size_t(t * d_)], d_);
       }
     }
-    // ⟨M_t, M_s⟩ for the pairs that are ever open together.
-    pair_.assign(size_t(n_ * n_), std::nan(""));
+    // For every ordered pair (s, t) ever open together: ⟨M_s, M_t⟩ and the vector M_s e_t.
+    pairIndex_.assign(size_t(n_ * n_), -1);
     std::vector<std::pair<int64_t, int64_t>> pairs;
-    std::vector<char> seen(size_t(n_ * n_), 0);
     for (const auto &a : acts)
-      for (size_t p = 0; p < a.size(); ++p)
-        for (size_t q = p; q < a.size(); ++q) {
-          int64_t t = a[p].index, s = a[q].index; // t <= s: acts are index-ordered
-          if (!seen[size_t(t * n_ + s)]) {
-            seen[size_t(t * n_ + s)] = 1;
-            pairs.emplace_back(t, s);
+      for (const ActiveUnit &p : a)
+        for (const ActiveUnit &q : a) {
+          int32_t &slot = pairIndex_[size_t(p.index * n_ + q.index)];
+          if (slot < 0) {
+            slot = int32_t(pairs.size());
+            pairs.emplace_back(p.index, q.index);
           }
         }
+    pairGram_.assign(pairs.size(), 0.0);
+    pairMe_.assign(pairs.size() * size_t(d_), 0.0);
 #pragma omp parallel
     {
-      std::vector<double> gu;
+      std::vector<double> gu, ve;
 #pragma omp for schedule(dynamic, 1)
       for (size_t p = 0; p < pairs.size(); ++p) {
-        auto [t, s] = pairs[p];
-        int64_t rt = L_.rank[size_t(t)], rs = L_.rank[size_t(s)];
-        const double *Ut = &L_.u[size_t(L_.u_off[size_t(t)])], *Us = &L_.u[size_t(L_.u_off[size_t(s)])];
-        const double *Vt = &L_.v[size_t(L_.v_off[size_t(t)])], *Vs = &L_.v[size_t(L_.v_off[size_t(s)])];
-        gu.resize(size_t(rt * rs));
-        matmul(Ut, 1, rt, Us, gu.data(), rt, d_, rs); // U_tᵀ U_s
+        auto [s, t] = pairs[p];
+        int64_t rs = L_.rank[size_t(s)], rt = L_.rank[size_t(t)];
+        const double *Us = &L_.u[size_t(L_.u_off[size_t(s)])], *Ut = &L_.u[size_t(L_.u_off[size_t(t)])];
+        const double *Vs = &L_.v[size_t(L_.v_off[size_t(s)])], *Vt = &L_.v[size_t(L_.v_off[size_t(t)])];
+        ve.resize(size_t(rs));
+        for (int64_t i = 0; i < rs; ++i)
+          ve[size_t(i)] = dot(Vs + i * d_, &L_.enc_w[size_t(t * d_)], d_);
+        for (int64_t a = 0; a < d_; ++a)
+          pairMe_[p * size_t(d_) + size_t(a)] = dot(Us + a * rs, ve.data(), rs);
+        if (s > t)
+          continue; // the Gram is symmetric: filled from (t, s) below
+        gu.resize(size_t(rs * rt));
+        matmul(Us, 1, rs, Ut, gu.data(), rs, d_, rt); // U_sᵀ U_t
         double tr = 0;
-        for (int64_t i = 0; i < rt; ++i)
-          for (int64_t j = 0; j < rs; ++j) // (V_t V_sᵀ)[i,j] pairs with (U_tᵀU_s)[i,j]
-            tr += gu[size_t(i * rs + j)] * dot(Vt + i * d_, Vs + j * d_, d_);
-        pair_[size_t(t * n_ + s)] = pair_[size_t(s * n_ + t)] = tr;
+        for (int64_t i = 0; i < rs; ++i)
+          for (int64_t j = 0; j < rt; ++j) // (V_s V_tᵀ)[i,j] pairs with (U_sᵀU_t)[i,j]
+            tr += gu[size_t(i * rt + j)] * dot(Vs + i * d_, Vt + j * d_, d_);
+        pairGram_[p] = tr;
       }
     }
+    for (size_t p = 0; p < pairs.size(); ++p)
+      if (pairs[p].first > pairs[p].second)
+        pairGram_[p] = pairGram_[size_t(pairIndex_[size_t(pairs[p].second * n_ + pairs[p].first)])];
   }
 
   Frob moltToken(Frob f, const double *x, const std::vector<ActiveUnit> &act,
@@ -276,29 +302,18 @@ private:
         f.cross += hs[size_t(off + i)] * dot(A + i * h_, tmp.data(), h_);
       off += r;
     }
-    // ‖J_m‖²: the Gram table, the rank-one cross terms ⟨U_sᵀZ, V_sE⟩, and the rank-one block.
-    std::vector<double> P, Q;
+    // ‖J_m‖²: Σ g_s g_t ⟨M_s,M_t⟩ + 2 Σ g_s z_t·(M_s e_t) + Σ (z_s·z_t)(e_s·e_t), all from the
+    // pair tables but the last.
     for (size_t p = 0; p < m; ++p) {
-      int64_t s = act[p].index, r = L_.rank[size_t(s)];
-      for (size_t q = 0; q < m; ++q)
-        f.model2 += act[p].gate * act[q].gate * pair_[size_t(s * n_ + act[q].index)];
-      const double *U = &L_.u[size_t(L_.u_off[size_t(s)])], *V = &L_.v[size_t(L_.v_off[size_t(s)])];
-      P.assign(size_t(r), 0.0);
-      Q.resize(size_t(r));
-      double cross = 0;
+      int64_t s = act[p].index;
       for (size_t q = 0; q < m; ++q) {
-        const double *z = &zs[q * size_t(d_)], *e = &L_.enc_w[size_t(act[q].index * d_)];
-        std::fill(P.begin(), P.end(), 0.0);
-        for (int64_t a = 0; a < d_; ++a)
-          axpy(z[a], U + a * r, P.data(), r); // U_sᵀ z_q
-        for (int64_t i = 0; i < r; ++i)
-          Q[size_t(i)] = dot(V + i * d_, e, d_); // V_s e_q
-        cross += dot(P.data(), Q.data(), r);
-      }
-      f.model2 += 2.0 * act[p].gate * cross;
-      for (size_t q = 0; q < m; ++q)
+        int64_t t = act[q].index;
+        size_t slot = size_t(pairIndex_[size_t(s * n_ + t)]);
+        f.model2 += act[p].gate * (act[q].gate * pairGram_[slot] +
+                                   2.0 * dot(&zs[q * size_t(d_)], &pairMe_[slot * size_t(d_)], d_));
         f.model2 += dot(&zs[p * size_t(d_)], &zs[q * size_t(d_)], d_) *
-                    dot(&L_.enc_w[size_t(s * d_)], &L_.enc_w[size_t(act[q].index * d_)], d_);
+                    dot(&L_.enc_w[size_t(s * d_)], &L_.enc_w[size_t(t * d_)], d_);
+      }
     }
     return f;
   }
@@ -351,7 +366,9 @@ private:
   std::vector<double> K_;             // [h,h] teacher Gram product
   std::vector<int64_t> rOff_;         // molt: first row of transform t in A_
   std::vector<double> A_, c_, w_;     // molt: A_t rows; c_t; W_in e_t. transcoder: c_f in c_
-  std::vector<double> pair_;          // molt: [T,T] ⟨M_t,M_s⟩ (NaN where never needed)
+  std::vector<int32_t> pairIndex_;    // molt: [T,T] slot of an ordered pair open together, or -1
+  std::vector<double> pairGram_;      // molt: per slot (s,t): ⟨M_s, M_t⟩
+  std::vector<double> pairMe_;        // molt: per slot (s,t): M_s e_t (d values)
   std::vector<double> sf_, sdiag_;    // transcoder skip terms
   double skip2_ = 0;
 };
