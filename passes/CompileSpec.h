@@ -18,6 +18,6 @@ struct CompileOptions {
 /// Parses, verifies and compiles `specPath`, writing the bundle to `outDir`. Diagnostics go into
 /// the returned status's message (file:line:col: error: ...).
 Status compileSpec(const std::string &specPath, const std::string &outDir,
-                   const CompileOptions &options);
+                   const CompileOptions &options = {});
 
 } // namespace molt::compiler

@@ -273,7 +273,7 @@ struct MoltExpandPass : ::mlir::molt::impl::MoltExpandBase<MoltExpandPass> {
     else if (auto tc = dyn_cast<TranscoderOp>(spec))
       result = expandTranscoder(module, tc);
     else
-      spec->emitError() << "has no trainable program: only molt.layer and molt.transcoder "
+      spec->emitOpError() << "has no trainable program: only molt.layer and molt.transcoder "
                            "expand (a molt.mlp teacher is evaluated by the runtime)";
     if (failed(result))
       signalPassFailure();
