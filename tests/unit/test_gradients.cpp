@@ -195,7 +195,8 @@ TEST_P(ThetaStraightThrough, MatchesTheRectangleFormula) {
   ASSERT_GT(eps, 0.0);
   Reference r = h.reference();
   double *theta = h.exec().data("theta");
-  // Token 0 sits just below θ (inside the window, closed), token 1 just above (open).
+  // Odd transforms: token 0 sits just below θ (in the window, closed); even ones: token 1 sits
+  // just above θ (in the window, open).
   for (int64_t t = 0; t < r.T; ++t)
     theta[t] = t % 2 ? r.pre[size_t(t)] + eps / 4 : r.pre[size_t(r.T + t)] - eps / 4;
   r = h.reference();
