@@ -82,9 +82,10 @@ template <class C> __device__ __forceinline__ void bucket_apply(const Args &a) {
   const float *pgate = arg<float>(a, 5);
   float *yhat = arg<float>(a, 6);
 
-  constexpr int kTileWords = KT * (TM + 1) + KT * (RS + 1) > RS * (DT + 1)
-                                 ? KT * (TM + 1) + KT * (RS + 1)
-                                 : RS * (DT + 1);
+  constexpr int kStageA = KT * (TM + 1) + KT * (RS + 1), kStageU = RS * (DT + 1);
+  constexpr int kStageY = TM * DT; // the output tile on its way to the atomics
+  constexpr int kTileWords = kStageA > kStageU ? (kStageA > kStageY ? kStageA : kStageY)
+                                               : (kStageU > kStageY ? kStageU : kStageY);
   __shared__ float hs[RS * (TM + 1)]; // g * h, stored [r][m]
   __shared__ float tiles[kTileWords];
   __shared__ int toks[TM];
@@ -145,18 +146,11 @@ template <class C> __device__ __forceinline__ void bucket_apply(const Args &a) {
       TileAcc<TM, DT, TH> y;
       y.zero();
       y.template mma<RS, TM + 1, DT + 1>(hs, us);
-#pragma unroll
-      for (int i = 0; i < y.IM; ++i) {
-        const int tok = toks[y.row(i)];
-        if (tok < 0)
-          continue;
-#pragma unroll
-        for (int j = 0; j < y.IN; ++j) {
-          const int jj = j0 + y.col(j);
-          if (jj < D)
-            atomicAdd(&yhat[(long long)tok * D + jj], y.c[i][j]);
-        }
-      }
+      __syncthreads(); // every thread is done with us: the tile stages through the same words
+      atomicAddTile<TM, DT, TH>(
+          y, tiles,
+          [&](int m) { return toks[m] >= 0 ? yhat + (long long)toks[m] * D + j0 : nullptr; },
+          D - j0);
     }
     __syncthreads(); // toks, gates, tiles reused by the next item
   }
@@ -174,7 +168,8 @@ template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &
   const float *pgate = arg<float>(a, 6);
   float *du = arg<float>(a, 7), *dv = arg<float>(a, 8), *pdgate = arg<float>(a, 9);
 
-  constexpr int kTileA = KT * (TM + 1) + KT * (RS + 1), kTileB = TM * (DT + 1);
+  constexpr int kTileA = KT * (TM + 1) + KT * (RS + 1), kTileB0 = TM * (DT + 1), kTileC = DT * RS;
+  constexpr int kTileB = kTileB0 > kTileC ? kTileB0 : kTileC;
   __shared__ float gh[TM * (RS + 1)]; // g * h, [m][r]
   __shared__ float gz[TM * (RS + 1)]; // g * z, [m][r]
   __shared__ float tiles[kTileA > kTileB ? kTileA : kTileB];
@@ -266,14 +261,10 @@ template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &
       TileAcc<DT, RS, TH> g;
       g.zero();
       g.template mma<TM, DT + 1, RS + 1>(tiles, gh);
-#pragma unroll
-      for (int i = 0; i < g.IM; ++i)
-#pragma unroll
-        for (int j = 0; j < g.IN; ++j) {
-          const int jj = j0 + g.row(i), rr = r0 + g.col(j);
-          if (jj < D && rr < R)
-            atomicAdd(&dut[(long long)jj * R + rr], g.c[i][j]);
-        }
+      __syncthreads();
+      atomicAddTile<DT, RS, TH>(
+          g, tiles, [&](int j) { return j0 + j < D ? dut + (long long)(j0 + j) * R + r0 : nullptr; },
+          R - r0);
     }
     // d_v_t[r0 + r][k] += sum_m gz[m][r] x[tok_m][k]
     for (int k0 = 0; k0 < D; k0 += DT) {
@@ -286,14 +277,10 @@ template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &
       TileAcc<RS, DT, TH> g;
       g.zero();
       g.template mma<TM, RS + 1, DT + 1>(gz, tiles);
-#pragma unroll
-      for (int i = 0; i < g.IM; ++i)
-#pragma unroll
-        for (int j = 0; j < g.IN; ++j) {
-          const int rr = r0 + g.row(i), kx = k0 + g.col(j);
-          if (rr < R && kx < D)
-            atomicAdd(&dvt[(long long)rr * D + kx], g.c[i][j]);
-        }
+      __syncthreads();
+      atomicAddTile<RS, DT, TH>(
+          g, tiles, [&](int r) { return r0 + r < R ? dvt + (long long)(r0 + r) * D + k0 : nullptr; },
+          D - k0);
     }
     __syncthreads();
   }

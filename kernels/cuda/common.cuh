@@ -223,6 +223,38 @@ __device__ __forceinline__ void stageCols(float *s, F f) {
   }
 }
 
+/// Adds a ROWS x COLS tile held in registers (any TileAcc) into global memory with 16-byte
+/// atomics: the tile goes through shared memory (`stage`, ROWS*COLS floats, free on entry) so
+/// each thread then adds four consecutive columns of one row, a quarter of the L2 atomic
+/// transactions of scalar adds. rowPtr(r) is the global address of the tile's column 0 in row r,
+/// or nullptr to skip the row; columns at or past `cols` are skipped. Ends with a barrier.
+template <int ROWS, int COLS, int THREADS, class Acc, class RowPtr>
+__device__ __forceinline__ void atomicAddTile(const Acc &acc, float *stage, RowPtr rowPtr, int cols) {
+  static_assert(COLS % 4 == 0, "16-byte column groups");
+#pragma unroll
+  for (int i = 0; i < Acc::IM; ++i)
+#pragma unroll
+    for (int j = 0; j < Acc::IN; ++j)
+      stage[Acc::row(i) * COLS + Acc::col(j)] = acc.c[i][j];
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < ROWS * COLS / 4; idx += THREADS) {
+    const int r = idx / (COLS / 4), c = (idx % (COLS / 4)) * 4;
+    float *dst = rowPtr(r);
+    if (!dst || c >= cols)
+      continue;
+    const float *v = stage + r * COLS + c;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (c + 4 <= cols && (reinterpret_cast<unsigned long long>(dst + c) & 15) == 0) {
+      atomicAdd(reinterpret_cast<float4 *>(dst + c), make_float4(v[0], v[1], v[2], v[3]));
+      continue;
+    }
+#endif
+    for (int q = 0; q < 4 && c + q < cols; ++q)
+      atomicAdd(dst + c + q, v[q]);
+  }
+  __syncthreads();
+}
+
 __device__ __forceinline__ long long cdivll(long long x, long long n) { return (x + n - 1) / n; }
 
 /// True for NaN and +-Inf.
