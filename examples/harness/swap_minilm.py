@@ -101,6 +101,22 @@ def gather_rows(bert, seqs, layer, batch=32):
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
 
 
+def load_rows(molt, path, d):
+    """x and y of a molt-harvest output (DIR/train/*.safetensors), a shard folder or one file.
+    The harvest's own held-out text may overlap ours; only training rows are read."""
+    if os.path.isdir(os.path.join(path, "train")):
+        path = os.path.join(path, "train")
+    files = ([os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".safetensors")]
+             if os.path.isdir(path) else [path])
+    if not files:
+        raise HarnessError(f"{path}: no .safetensors shards")
+    shards = [molt.load_tensors(f) for f in files]
+    for f, s in zip(files, shards):
+        if "x" not in s or "y" not in s or s["x"].shape[1:] != (d,):
+            raise HarnessError(f"{f}: needs x and y of width {d}")
+    return (np.concatenate([s["x"] for s in shards]), np.concatenate([s["y"] for s in shards]))
+
+
 def cosines(a, b):
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
@@ -121,13 +137,19 @@ def run(args, log):
     if len(docs) < 4:
         raise HarnessError("too little text on this machine to train and evaluate")
     held = max(2, len(docs) // 8)
-    seqs, _, total = tool.make_sequences(bert.tokenizer, docs[:-held], args.seq_len, args.tokens)
+    if not args.data:
+        seqs, _, total = tool.make_sequences(bert.tokenizer, docs[:-held], args.seq_len,
+                                             args.tokens)
     paras = [p for _, text in docs[-held:] for p in tool._paragraphs(text) if len(p.split()) >= 6]
     rng = np.random.default_rng(args.seed)
     texts = [paras[i] for i in sorted(rng.permutation(len(paras))[:args.sentences])]
-    log(f"{PROG}: harvesting layer {args.layer}: {total} tokens in {len(seqs)} windows")
     t0 = time.time()
-    x, y = gather_rows(bert, seqs, args.layer)
+    if args.data:
+        x, y = load_rows(molt, args.data, d)
+        log(f"{PROG}: {len(x)} train rows from {args.data}")
+    else:
+        log(f"{PROG}: harvesting layer {args.layer}: {total} tokens in {len(seqs)} windows")
+        x, y = gather_rows(bert, seqs, args.layer)
     eval_seqs = [[bert.tokenizer.cls] + bert.tokenizer.encode(t)[:args.seq_len - 2] +
                  [bert.tokenizer.sep] for t in texts]
     xv, yv = gather_rows(bert, eval_seqs, args.layer)
@@ -194,7 +216,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
     ap.add_argument("--batch", type=int, default=256, help="tokens per step (default 256)")
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
-    ap.add_argument("--tokens", type=int, default=40000, help="training tokens to harvest")
+    ap.add_argument("--data", help="train on these activations (a molt-harvest --out folder "
+                    "for the same --layer) instead of harvesting in-process")
+    ap.add_argument("--tokens", type=int, default=20000, help="training tokens to harvest")
     ap.add_argument("--seq-len", type=int, default=128, help="tokens per window (default 128)")
     ap.add_argument("--sentences", type=int, default=64, help="held-out paragraphs to embed")
     ap.add_argument("--seed", type=int, default=0)

@@ -170,3 +170,24 @@ def test_bad_inputs_are_one_line_errors(fixture_bundle, tmp_path):
     layer, _ = make(fixture_bundle)
     with pytest.raises(ValueError, match=r"\[n, 8\]"):
         layer.forward(np.zeros((4, 5), np.float32))
+
+
+def test_spec_is_compiled_once_into_the_cache(fixture_bundle, tmp_path, monkeypatch):
+    if molt.HAS_COMPILER:
+        pytest.skip("this build compiles in-process; the molt-compile route is not taken")
+    # A stand-in molt-compile that counts its calls and writes a known bundle.
+    calls = tmp_path / "calls"
+    fake = tmp_path / "molt-compile"
+    fake.write_text("#!/bin/sh\necho x >> %s\nmkdir -p \"$3\" && cp %s/manifest.json \"$3\"/\n"
+                    % (calls, fixture_bundle("tiny-molt")))
+    fake.chmod(0o755)
+    monkeypatch.setenv("MOLT_COMPILE", str(fake))
+    spec = tmp_path / "tiny.mlir"
+    spec.write_text("module { molt.layer @molt { d_model = 8 } }\n")
+    a = molt.Layer(str(spec), batch=4, cache_dir=str(tmp_path / "cache"))
+    b = molt.Layer(spec.read_text(), batch=4, cache_dir=str(tmp_path / "cache"))
+    assert a.bundle == b.bundle and a.d_model == 8
+    assert calls.read_text().count("x") == 1
+    fake.write_text("#!/bin/sh\necho 'spec.mlir:1:1: error: bad spec' >&2\nexit 1\n")
+    with pytest.raises(molt.MoltError, match="bad spec"):
+        molt.Layer("module { molt.layer @other { d_model = 4 } }", cache_dir=str(tmp_path / "c2"))
