@@ -270,14 +270,48 @@ TEST(JacobianCosine, IdentitiesEqualDenseJacobians) {
   expectExactEqualsDense(randomMolt(9, {{6, 1}, {2, 4}}, "jumprelu", 39), G, "molt/gelu_tanh");
 }
 
+// A ReLU transcoder with W_enc = w_in, b_enc = b_in and decoder rows = columns of w_out (plus
+// Gaussian noise of sd `noise`): at noise 0 it computes the ReLU teacher exactly. Rounds T's
+// weights to float, as the transcoder's params are.
+Model teacherAsTranscoder(TeacherMlp &T, double noise, uint64_t seed) {
+  for (auto *w : {&T.w_in, &T.b_in, &T.w_out, &T.b_out})
+    for (double &v : *w)
+      v = double(float(v));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> N(0.0, noise > 0 ? noise : 1.0);
+  Model m;
+  m.desc.kind = "transcoder";
+  m.desc.d_model = T.d;
+  m.desc.features = T.h;
+  m.desc.gate.kind = "relu";
+  m.params["enc_w"].assign(T.w_in.begin(), T.w_in.end());
+  m.params["enc_b"].assign(T.b_in.begin(), T.b_in.end());
+  std::vector<float> dec(size_t(T.h * T.d));
+  for (int64_t f = 0; f < T.h; ++f)
+    for (int64_t i = 0; i < T.d; ++i)
+      dec[size_t(f * T.d + i)] = float(T.w_out[size_t(i * T.h + f)] + (noise > 0 ? N(rng) : 0.0));
+  m.params["dec_w"] = dec;
+  m.params["dec_b"].assign(T.b_out.begin(), T.b_out.end());
+  return m;
+}
+
 TEST(JacobianCosine, RandomisedEstimateIsWithinThreeStandardErrors) {
   const int64_t d = 24, n = 200;
-  TeacherMlp T = randomTeacher(d, 48, Activation::Gelu, 41);
+  TeacherMlp G = randomTeacher(d, 48, Activation::Gelu, 41);
+  TeacherMlp R = randomTeacher(d, 48, Activation::Relu, 45);
   std::vector<float> x = randomRows(n, d, 42);
-  for (const Model &m : {randomMolt(d, {{8, 2}, {4, 4}, {2, 8}}, "jumprelu", 43),
-                         randomTranscoder(d, 60, "relu", 0, true, 44)}) {
+  // Unrelated models (cosine near 0) and a noisy copy of the teacher (cosine near 0.8, where
+  // the ratio's bias would show first).
+  const std::pair<Model, TeacherMlp *> cases[] = {
+      {randomMolt(d, {{8, 2}, {4, 4}, {2, 8}}, "jumprelu", 43), &G},
+      {randomTranscoder(d, 60, "relu", 0, true, 44), &G},
+      {teacherAsTranscoder(R, 0.1, 46), &R}};
+  for (const auto &[m, Tp] : cases) {
+    const TeacherMlp &T = *Tp;
     auto exact = jacobianCosine(m.desc, m.params, T, x.data(), n);
     ASSERT_TRUE(exact.isOk()) << exact.status().message();
+    if (Tp == &R)
+      EXPECT_GT(exact->mean, 0.5) << "the noisy teacher copy should be close to the teacher";
     for (bool gaussian : {false, true}) {
       JacobianOptions o;
       o.method = JacobianMethod::Random;
@@ -289,13 +323,30 @@ TEST(JacobianCosine, RandomisedEstimateIsWithinThreeStandardErrors) {
       EXPECT_GT(est->probe_std_error, 0.0);
       EXPECT_LT(est->probe_std_error, 0.02); // 200 tokens × 64 probes pin it down well
       EXPECT_NEAR(est->mean, exact->mean, 3 * est->probe_std_error)
-          << m.desc.kind << (gaussian ? " gaussian" : " rademacher");
+          << m.desc.kind << (gaussian ? " gaussian" : " rademacher") << ", exact " << exact->mean;
       EXPECT_GE(est->std_error, est->probe_std_error * 0.5);
       // Same seed, same answer, whatever the threads did.
       auto again = jacobianCosine(m.desc, m.params, T, x.data(), n, o);
       EXPECT_EQ(again->mean, est->mean);
     }
   }
+}
+
+TEST(JacobianCosine, ATranscoderThatIsTheReluTeacherScoresOne) {
+  const int64_t d = 12, h = 30, n = 50;
+  TeacherMlp T = randomTeacher(d, h, Activation::Relu, 81);
+  Model m = teacherAsTranscoder(T, 0.0, 0);
+  std::vector<float> x = randomRows(n, d, 82);
+  auto exact = jacobianCosine(m.desc, m.params, T, x.data(), n);
+  ASSERT_TRUE(exact.isOk()) << exact.status().message();
+  EXPECT_NEAR(exact->mean, 1.0, 1e-12);
+  EXPECT_EQ(exact->degenerate, 0);
+  JacobianOptions o;
+  o.method = JacobianMethod::Random;
+  o.probes = 8;
+  auto est = jacobianCosine(m.desc, m.params, T, x.data(), n, o);
+  ASSERT_TRUE(est.isOk());
+  EXPECT_NEAR(est->mean, 1.0, 1e-12); // J_m v = J_T v for every probe: no noise at all
 }
 
 // Numerical rank by Gaussian elimination with full pivoting.
