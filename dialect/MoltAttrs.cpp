@@ -4,8 +4,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
 #include "llvm/ADT/SmallSet.h"
-#include "llvm/ADT/StringExtras.h"
-#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/ADT/TypeSwitch.h" // used by the generated printer
 #include "llvm/Support/CheckedArithmetic.h"
 
 #include <cmath>
@@ -62,11 +61,13 @@ static ParseResult parseNamedInt(AsmParser &parser, StringRef name, int64_t &val
                  parser.parseInteger(value));
 }
 
+// `name = [1, 2, ...]`, keeping where each number is so that errors can point at it.
 static ParseResult parseIntList(AsmParser &parser, StringRef name,
-                                SmallVectorImpl<int64_t> &values) {
+                                SmallVectorImpl<int64_t> &values, SmallVectorImpl<SMLoc> &locs) {
   if (parser.parseKeyword(name) || parser.parseEqual())
     return failure();
   return parser.parseCommaSeparatedList(AsmParser::Delimiter::Square, [&]() {
+    locs.push_back(parser.getCurrentLocation());
     return parser.parseInteger(values.emplace_back());
   });
 }
@@ -148,6 +149,7 @@ Attribute ScheduleAttr::parse(AsmParser &parser, Type) {
   if (parser.parseLess())
     return {};
   SmallVector<int64_t> ranks, counts;
+  SmallVector<SMLoc> rankLocs, countLocs;
   bool reference = succeeded(parser.parseOptionalKeyword("reference"));
   bool geometric = !reference && succeeded(parser.parseOptionalKeyword("geometric"));
   if (reference || geometric) {
@@ -156,10 +158,12 @@ Attribute ScheduleAttr::parse(AsmParser &parser, Type) {
     if (parser.parseKeyword("N") || parser.parseEqual() ||
         (nLoc = parser.getCurrentLocation(), parser.parseInteger(n)))
       return {};
-    if (reference)
+    if (reference) {
       ranks.assign(std::begin(kReferenceRanks), std::end(kReferenceRanks));
-    else if (parser.parseComma() || parseIntList(parser, "ranks", ranks))
+      rankLocs.assign(ranks.size(), nLoc);
+    } else if (parser.parseComma() || parseIntList(parser, "ranks", ranks, rankLocs)) {
       return {};
+    }
     if (n <= 0) {
       parser.emitError(nLoc) << "schedule N must be positive, got " << n;
       return {};
@@ -170,8 +174,9 @@ Attribute ScheduleAttr::parse(AsmParser &parser, Type) {
       return {};
     }
     counts = std::move(*doubled);
-  } else if (parseIntList(parser, "ranks", ranks) || parser.parseComma() ||
-             parseIntList(parser, "counts", counts)) {
+    countLocs.assign(counts.size(), nLoc);
+  } else if (parseIntList(parser, "ranks", ranks, rankLocs) || parser.parseComma() ||
+             parseIntList(parser, "counts", counts, countLocs)) {
     return {};
   }
   if (parser.parseGreater())
@@ -182,8 +187,10 @@ Attribute ScheduleAttr::parse(AsmParser &parser, Type) {
     return {};
   }
   SmallVector<BucketAttr> buckets;
-  for (auto [rank, count] : llvm::zip(ranks, counts)) {
-    BucketAttr bucket = parser.getChecked<BucketAttr>(loc, parser.getContext(), rank, count);
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    SMLoc at = ranks[i] <= 0 ? rankLocs[i] : countLocs[i]; // the number BucketAttr rejects
+    BucketAttr bucket =
+        parser.getChecked<BucketAttr>(at, parser.getContext(), ranks[i], counts[i]);
     if (!bucket)
       return {};
     buckets.push_back(bucket);

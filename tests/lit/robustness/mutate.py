@@ -4,7 +4,8 @@
 Each mutant is a truncation, byte flips, a number swapped for a huge / negative / NaN / inf
 value, deleted or repeated tokens, inserted garbage, or plain garbage. molt-opt must exit 0
 (the mutant is still a valid spec) or 1 with a `file:line:col: error:` line; a signal, another
-exit code, a stack dump or a timeout is a failure. Deterministic for a given --seed.
+exit code, a stack dump or a timeout is a failure, and so is a valid mutant whose printed form
+does not print back to itself. Deterministic for a given --seed.
 """
 import argparse
 import concurrent.futures
@@ -76,7 +77,25 @@ def run_one(molt_opt, path, timeout):
         return rc, "printed a stack dump"
     if rc == 1 and not re.search(re.escape(path) + r":\d+:\d+: error: ", err):
         return rc, "exit 1 without a file:line:col error: " + err.strip()[:200]
+    if rc == 0:
+        return rc, check_round_trip(molt_opt, path, timeout)
     return rc, None
+
+
+def check_round_trip(molt_opt, path, timeout):
+    """A mutant that is still valid must print, parse and print again to the same text."""
+    printed = []
+    for source in (path, path + ".printed"):
+        try:
+            proc = subprocess.run([molt_opt, source], capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"printing timed out after {timeout}s"
+        if proc.returncode != 0:
+            return "its printed form does not parse: " + proc.stderr.decode("utf-8", "replace")[:200]
+        printed.append(proc.stdout)
+        with open(path + ".printed", "wb") as f:
+            f.write(proc.stdout)
+    return None if printed[0] == printed[1] else "printing is not stable under a round trip"
 
 
 def main():
