@@ -229,6 +229,22 @@ TEST(Adam, SkipsTheStepWhenAnythingIsNonFinite) {
   EXPECT_EQ(stats[5], 1.0);
 }
 
+TEST(Adam, NeverWritesNaNFromAnOverflowingNormOrAZeroStep) {
+  std::vector<float> p = {1.f, 2.f}, d = {3e19f, 1.f}, m = {0.f, 0.f}, v = {0.f, 0.f};
+  std::vector<ParamSlot<float>> slots = {{p.data(), d.data(), m.data(), v.data(), 2}};
+  std::vector<float> stats(16, 0.f), scalars = {0, 0.1f, 0.9f, 0.99f, 1e-8f, 1.f, 0.f, 0};
+  gradNorm(slots, stats.data()); // 9e38 overflows float: no usable clip factor
+  EXPECT_EQ(stats[5], 1.f);
+  d[0] = 1.f;
+  stats.assign(16, 0.f);
+  gradNorm(slots, stats.data());
+  ASSERT_EQ(stats[5], 0.f);
+  adam(slots, scalars.data(), stats.data()); // step 0 is taken as step 1
+  for (float w : p)
+    EXPECT_TRUE(std::isfinite(w));
+  EXPECT_NEAR(p[0], 1.f - 0.1f, 1e-5f);
+}
+
 TEST(MseLoss, AccumulatesStatisticsAndTheScaledResidual) {
   const std::vector<double> yhat = {1, 2, 3, 4}, y = {0, 2, 5, 1};
   std::vector<double> dy(4), stats(16, 0.0);
