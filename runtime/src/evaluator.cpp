@@ -28,7 +28,6 @@ Status runBatch(Executor &exec, const float *x, const float *y, int64_t n, int64
   std::array<float, 16> stats{};
   MOLT_RETURN_IF_ERROR(exec.read("stats", stats.data(), sizeof stats));
   acc.sse += stats[0];
-  acc.active += stats[3];
   acc.rows += n;
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < d; ++j) {
@@ -37,15 +36,21 @@ Status runBatch(Executor &exec, const float *x, const float *y, int64_t n, int64
       acc.sumY2 += v * v;
     }
   const BufferInfo *pi = exec.info("pair_ptr"), *gi = exec.info("pair_gate");
-  if (!pi || !gi)
+  if (!pi || !gi) {
+    acc.active += stats[3];
     return Status::ok();
+  }
   ptr.resize(size_t(pi->numel()));
   gate.resize(size_t(gi->numel()));
   MOLT_RETURN_IF_ERROR(exec.read("pair_ptr", ptr.data(), pi->bytes()));
   MOLT_RETURN_IF_ERROR(exec.read("pair_gate", gate.data(), gi->bytes()));
+  // Active means g != 0 (as the trainer counts): L0 and the per-bucket L0s then agree.
   for (size_t t = 0; t + 1 < ptr.size() && t < acc.perTransform.size(); ++t)
-    for (int32_t p = ptr[t]; p < ptr[t + 1] && size_t(p) < gate.size(); ++p)
-      acc.perTransform[t] += gate[size_t(p)] != 0.0f;
+    for (int32_t p = ptr[t]; p < ptr[t + 1] && size_t(p) < gate.size(); ++p) {
+      bool on = gate[size_t(p)] != 0.0f;
+      acc.perTransform[t] += on;
+      acc.active += on;
+    }
   return Status::ok();
 }
 

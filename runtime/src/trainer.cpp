@@ -160,30 +160,39 @@ StatusOr<StepStats> Trainer::step() {
   } else {
     ++state_.adamStep;
     state_.consecutiveSkipped = 0;
-    MOLT_RETURN_IF_ERROR(trackActivity());
+    StatusOr<int64_t> active = trackActivity();
+    if (!active)
+      return active.status();
+    if (*active >= 0)
+      s.active = double(*active);
   }
   return s;
 }
 
 // A transform is active in a batch when one of its listed pairs has a non-zero gate
-// (listed pairs with g = 0 are the near-threshold ones kept for θ's gradient).
-Status Trainer::trackActivity() {
+// (listed pairs with g = 0 are the near-threshold ones kept for θ's gradient). Returns the
+// number of active (token, transform) pairs, counted the same way as molt-eval counts them
+// (g != 0, so a negative gate counts as active), or -1 for a plan without pair lists.
+StatusOr<int64_t> Trainer::trackActivity() {
   const BufferInfo *ptr = exec_.info("pair_ptr");
   const BufferInfo *gate = exec_.info("pair_gate");
   if (!ptr || !gate)
-    return Status::ok();
+    return int64_t(-1);
   pairPtr_.resize(size_t(ptr->numel()));
   pairGate_.resize(size_t(gate->numel()));
   MOLT_RETURN_IF_ERROR(exec_.read("pair_ptr", pairPtr_.data(), ptr->bytes()));
   MOLT_RETURN_IF_ERROR(exec_.read("pair_gate", pairGate_.data(), gate->bytes()));
   size_t t = std::min(state_.lastActive.size(), pairPtr_.size() - 1);
-  for (size_t i = 0; i < t; ++i)
+  int64_t active = 0;
+  for (size_t i = 0; i < t; ++i) {
+    int64_t here = 0;
     for (int32_t p = pairPtr_[i]; p < pairPtr_[i + 1] && size_t(p) < pairGate_.size(); ++p)
-      if (pairGate_[size_t(p)] != 0.0f) {
-        state_.lastActive[i] = state_.tokens;
-        break;
-      }
-  return Status::ok();
+      here += pairGate_[size_t(p)] != 0.0f;
+    if (here > 0)
+      state_.lastActive[i] = state_.tokens;
+    active += here;
+  }
+  return active;
 }
 
 double Trainer::deadFraction(int64_t window) const {

@@ -15,6 +15,8 @@ int main(int argc, char **argv) {
   app.add_option("--d", o.d, "model width")->capture_default_str();
   app.add_option("--hidden", o.hidden, "teacher hidden width")->capture_default_str();
   app.add_option("--clusters", o.clusters, "number of input clusters")->capture_default_str();
+  app.add_option("--gain", o.gain, "teacher input-weight scale (larger: less linear)")
+      ->capture_default_str();
   app.add_option("--noise", o.noise, "within-cluster standard deviation")->capture_default_str();
   app.add_option("--rows", o.trainRows, "training rows")->capture_default_str();
   app.add_option("--val-rows", o.valRows, "validation rows")->capture_default_str();

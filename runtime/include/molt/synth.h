@@ -13,8 +13,9 @@ namespace molt {
 struct SynthOptions {
   std::string out;            // writes OUT/teacher.safetensors, OUT/train/, OUT/val/
   int64_t d = 64, hidden = 256;
-  int64_t clusters = 32;
+  int64_t clusters = 256;     // more than d, so no linear map interpolates the centres
   double noise = 0.3;         // within-cluster spread, relative to the unit-norm-per-dim centres
+  double gain = 1.0;          // w_in std × √d: larger makes the teacher less linear
   int64_t trainRows = 200000, valRows = 20000, shardRows = 50000;
   uint64_t seed = 1;
   std::string activation = "gelu";

@@ -80,7 +80,7 @@ public:
   int maxConsecutiveSkips = 50;
 
 private:
-  Status trackActivity();
+  StatusOr<int64_t> trackActivity();
   Executor &exec_;
   BatchStream &data_;
   Schedule schedule_;
