@@ -72,6 +72,34 @@ template <int N, int TM, int S> struct ItemCursor {
   }
 };
 
+/// One work item: transform t of the bucket, its pairs p0 .. p0+n, ranks r0 .. r0+RS.
+struct Item {
+  int t;
+  long long p0;
+  int n;
+  int r0;
+};
+
+/// Finds item w (false past the bucket's last) and stages its tokens (-1 past n) and gates.
+template <int N, int TM, int S, int RS, int TH>
+__device__ __forceinline__ bool beginItem(ItemCursor<N, TM, S> &cursor, const int *ptr,
+                                          const int *ptok, const float *pgate, long long w,
+                                          int *toks, float *gates, Item &it) {
+  if (!cursor.locate(ptr, w, &cursor))
+    return false;
+  it.t = cursor.t;
+  const long long local = w - cursor.base;
+  it.r0 = int(local % S) * RS;
+  it.p0 = ptr[it.t] + (local / S) * TM;
+  it.n = int(min((long long)TM, (long long)ptr[it.t + 1] - it.p0));
+  for (int m = threadIdx.x; m < TM; m += TH) {
+    toks[m] = m < it.n ? ptok[it.p0 + m] : -1;
+    gates[m] = m < it.n ? pgate[it.p0 + m] : 0.f;
+  }
+  __syncthreads();
+  return true;
+}
+
 /// yhat[tok] += g * U_t (V_t x[tok]) for every listed pair of the bucket.
 template <class C> __device__ __forceinline__ void bucket_apply(const Args &a) {
   constexpr int D = C::D, R = C::R, N = C::N, OFF = C::OFF, TH = C::threads;
@@ -95,19 +123,11 @@ template <class C> __device__ __forceinline__ void bucket_apply(const Args &a) {
     cursor.reset();
   __syncthreads();
 
-  for (long long w = blockIdx.x;; w += gridDim.x) {
-    if (!cursor.locate(ptr, w, &cursor))
-      break;
-    const int t = cursor.t;
-    const long long local = w - cursor.base;
-    const int r0 = int(local % S) * RS;
-    const long long p0 = ptr[t] + (local / S) * TM;
-    const int n = int(min((long long)TM, (long long)ptr[t + 1] - p0));
-    for (int m = threadIdx.x; m < TM; m += TH) {
-      toks[m] = m < n ? ptok[p0 + m] : -1;
-      gates[m] = m < n ? pgate[p0 + m] : 0.f;
-    }
-    __syncthreads();
+  Item it;
+  for (long long w = blockIdx.x;
+       beginItem<N, TM, S, RS, TH>(cursor, ptr, ptok, pgate, w, toks, gates, it); w += gridDim.x) {
+    const int t = it.t, r0 = it.r0, n = it.n;
+    const long long p0 = it.p0;
     const float *vt = v + (long long)t * R * D;
     const float *ut = u + (long long)t * D * R;
 
@@ -181,19 +201,11 @@ template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &
     cursor.reset();
   __syncthreads();
 
-  for (long long w = blockIdx.x;; w += gridDim.x) {
-    if (!cursor.locate(ptr, w, &cursor))
-      break;
-    const int t = cursor.t;
-    const long long local = w - cursor.base;
-    const int r0 = int(local % S) * RS;
-    const long long p0 = ptr[t] + (local / S) * TM;
-    const int n = int(min((long long)TM, (long long)ptr[t + 1] - p0));
-    for (int m = threadIdx.x; m < TM; m += TH) {
-      toks[m] = m < n ? ptok[p0 + m] : -1;
-      gates[m] = m < n ? pgate[p0 + m] : 0.f;
-    }
-    __syncthreads();
+  Item it;
+  for (long long w = blockIdx.x;
+       beginItem<N, TM, S, RS, TH>(cursor, ptr, ptok, pgate, w, toks, gates, it); w += gridDim.x) {
+    const int t = it.t, r0 = it.r0, n = it.n;
+    const long long p0 = it.p0;
     const float *vt = v + (long long)t * R * D;
     const float *ut = u + (long long)t * D * R;
     float *dut = du + (long long)t * D * R;

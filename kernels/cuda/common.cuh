@@ -81,6 +81,14 @@ __device__ __forceinline__ void waitCount(unsigned *counter, unsigned target) {
   __syncthreads();
 }
 
+template <int IM, int IN> __device__ __forceinline__ void zeroTile(float (&c)[IM][IN]) {
+#pragma unroll
+  for (int i = 0; i < IM; ++i)
+#pragma unroll
+    for (int j = 0; j < IN; ++j)
+      c[i][j] = 0.f;
+}
+
 /// Register-blocked SIMT tile product: C[M][N] += sum_k A[k][m] * B[k][n] with A and B staged
 /// k-major in shared memory. Thread (ty, tx) of a 16-wide grid owns rows ty + i*TY and columns
 /// tx + j*16, so a warp reads two A words (broadcast) and 16 consecutive B words per k.
@@ -89,14 +97,7 @@ template <int M, int N, int THREADS> struct SimtTileAcc {
   static constexpr int IM = M / TY, IN = N / TX;
   static_assert(THREADS % 16 == 0 && M % TY == 0 && N % TX == 0, "tile must divide the threads");
   float c[IM][IN];
-
-  __device__ __forceinline__ void zero() {
-#pragma unroll
-    for (int i = 0; i < IM; ++i)
-#pragma unroll
-      for (int j = 0; j < IN; ++j)
-        c[i][j] = 0.f;
-  }
+  __device__ __forceinline__ void zero() { zeroTile(c); }
   __device__ __forceinline__ static int row(int i) { return int(threadIdx.x) / TX + i * TY; }
   __device__ __forceinline__ static int col(int j) { return int(threadIdx.x) % TX + j * TX; }
 
@@ -138,14 +139,7 @@ template <int M, int N, int THREADS> struct MmaTileAcc {
   static constexpr int NT = N / (WN * 8);                     // 8-column fragments per warp
   static constexpr int IM = 2 * (M / (16 * WM)), IN = 2 * NT;
   float c[IM][IN];
-
-  __device__ __forceinline__ void zero() {
-#pragma unroll
-    for (int i = 0; i < IM; ++i)
-#pragma unroll
-      for (int j = 0; j < IN; ++j)
-        c[i][j] = 0.f;
-  }
+  __device__ __forceinline__ void zero() { zeroTile(c); }
   __device__ __forceinline__ static int warp() { return int(threadIdx.x) >> 5; }
   __device__ __forceinline__ static int row(int i) {
     return (warp() / WN) * 16 + (i >> 1) * 16 * WM + ((threadIdx.x & 31) >> 2) + (i & 1) * 8;

@@ -14,15 +14,21 @@ namespace {
 #define MOLT_STR_(x) #x
 #define MOLT_STR(x) MOLT_STR_(x) // expand cuda.h's versioning macros before stringizing
 
-Status resolve(void *lib, const char *const *names, void **slots, size_t count,
-               const std::string &libName) {
-  for (size_t i = 0; i < count; ++i) {
-    slots[i] = dlsym(lib, names[i]);
-    if (!slots[i])
-      return unavailable(libName + " lacks " + names[i] + " (too old?)");
-  }
+// Fills every member of an API table from `lib`, failing on the first missing symbol.
+#define MOLT_RESOLVE(n)                                                                            \
+  if (!(api.n = reinterpret_cast<decltype(api.n)>(dlsym(lib, MOLT_STR(n)))))                       \
+    return unavailable(libName + " lacks " MOLT_STR(n) " (too old?)");
+
+Status resolve(void *lib, DriverApi &api, const std::string &libName) {
+  MOLT_CUDA_DRIVER_SYMBOLS(MOLT_RESOLVE)
   return Status::ok();
 }
+
+Status resolve(void *lib, NvrtcApi &api, const std::string &libName) {
+  MOLT_NVRTC_SYMBOLS(MOLT_RESOLVE)
+  return Status::ok();
+}
+#undef MOLT_RESOLVE
 
 struct DriverState {
   DriverApi api;
@@ -43,19 +49,9 @@ DriverState loadDriver() {
     s.status = unavailable("no CUDA driver (libcuda.so.1 not found): this machine has no NVIDIA GPU driver");
     return s;
   }
-  static const char *const names[] = {
-#define MOLT_NAME(n) MOLT_STR(n),
-      MOLT_CUDA_DRIVER_SYMBOLS(MOLT_NAME)
-#undef MOLT_NAME
-  };
-  std::vector<void *> slots(sizeof names / sizeof *names);
-  s.status = resolve(lib, names, slots.data(), slots.size(), "libcuda.so.1");
+  s.status = resolve(lib, s.api, "libcuda.so.1");
   if (!s.status.isOk())
     return s;
-  size_t i = 0;
-#define MOLT_ASSIGN(n) s.api.n = reinterpret_cast<decltype(s.api.n)>(slots[i++]);
-  MOLT_CUDA_DRIVER_SYMBOLS(MOLT_ASSIGN)
-#undef MOLT_ASSIGN
   CUresult r = s.api.cuInit(0);
   if (r != CUDA_SUCCESS) {
     const char *msg = nullptr;
@@ -93,19 +89,7 @@ NvrtcState loadNvrtc() {
     s.status = unavailable("NVRTC not found (tried " + all + "); install the CUDA toolkit or set CUDA_HOME");
     return s;
   }
-  static const char *const names[] = {
-#define MOLT_NAME(n) MOLT_STR(n),
-      MOLT_NVRTC_SYMBOLS(MOLT_NAME)
-#undef MOLT_NAME
-  };
-  std::vector<void *> slots(sizeof names / sizeof *names);
-  s.status = resolve(lib, names, slots.data(), slots.size(), s.api.library);
-  if (!s.status.isOk())
-    return s;
-  size_t i = 0;
-#define MOLT_ASSIGN(n) s.api.n = reinterpret_cast<decltype(s.api.n)>(slots[i++]);
-  MOLT_NVRTC_SYMBOLS(MOLT_ASSIGN)
-#undef MOLT_ASSIGN
+  s.status = resolve(lib, s.api, s.api.library);
   return s;
 }
 
