@@ -1,6 +1,8 @@
 // molt-train: trains a molt layer or transcoder from a bundle (or a spec) on activation data.
 #include <cstdio>
+#include <filesystem>
 #include <string>
+#include <unistd.h>
 
 #include "../common/cli.h"
 #include "molt/run.h"
@@ -20,7 +22,7 @@ bool isSpec(const std::string &path) {
 
 int main(int argc, char **argv) {
   molt::TrainOptions o;
-  std::string input;
+  std::string input, layer;
   CLI::App app{"Trains a molt layer or transcoder on activation shards.\n"
                "Writes RUN/checkpoint.safetensors, RUN/metrics.jsonl, RUN/bundle/ and, at the\n"
                "end, RUN/weights.safetensors (normalisation folded in).",
@@ -28,6 +30,8 @@ int main(int argc, char **argv) {
   app.add_option("SPEC_OR_BUNDLE", input, "a bundle directory made by molt-compile (or a .mlir "
                                           "spec, in builds with the compiler)")
       ->required();
+  app.add_option("--layer", layer, "with a spec: the layer or transcoder to train (e.g. "
+                                   "@transcoder; default: the first layer)");
   app.add_option("--data", o.data, "training data: a .safetensors file or directory of shards "
                                    "with x [n,d] and y [n,d]")
       ->required();
@@ -57,22 +61,31 @@ int main(int argc, char **argv) {
   if (int rc = molt::tool::parse(app, argc, argv); rc >= 0)
     return rc;
 
-  if (isSpec(input) && !o.resume) {
+  if (!isSpec(input)) {
+    o.bundle = input;
+  } else if (!o.resume) { // a resumed run uses RUN/bundle
 #ifdef MOLT_HAVE_COMPILE_SPEC
-    std::string bundle = o.out + "/.bundle-from-spec";
-    molt::Status st = molt::compiler::compileSpec(input, bundle);
-    if (!st)
-      return fail(st.message());
-    o.bundle = bundle;
+    // Compiled into a scratch directory: runTraining copies it into RUN only once the run
+    // is known to start, so a bad flag never leaves a half-made RUN behind.
+    std::string scratch = (std::filesystem::temp_directory_path() /
+                           ("molt-train-" + std::to_string(::getpid())))
+                              .string();
+    molt::compiler::CompileOptions copts;
+    copts.symbol = layer;
+    molt::Status compiled = molt::compiler::compileSpec(input, scratch, copts);
+    if (!compiled)
+      return fail(compiled.message());
+    o.bundle = scratch;
     o.spec = input;
+    molt::Status st = molt::runTraining(o);
+    std::error_code ec;
+    std::filesystem::remove_all(scratch, ec);
+    return st ? 0 : fail(st.message());
 #else
+    (void)layer;
     return fail("this build cannot compile specs; pass a bundle made by molt-compile");
 #endif
-  } else if (!isSpec(input)) {
-    o.bundle = input;
   }
   molt::Status st = molt::runTraining(o);
-  if (!st)
-    return fail(st.message());
-  return 0;
+  return st ? 0 : fail(st.message());
 }
