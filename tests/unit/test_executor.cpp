@@ -72,8 +72,9 @@ TEST(Backend, SelectsByName) {
   ASSERT_FALSE(bad.isOk());
   EXPECT_EQ(bad.status().code(), Code::InvalidArgument);
   auto cuda = createBackend("cuda"); // present, or a clear Unavailable
-  if (!cuda.isOk())
+  if (!cuda.isOk()) {
     EXPECT_EQ(cuda.status().code(), Code::Unavailable) << cuda.status().message();
+  }
 }
 
 TEST(Executor, SizesEveryTensorAndRunsEveryEntryPointOfEveryFixture) {

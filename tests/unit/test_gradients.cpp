@@ -161,14 +161,16 @@ TEST_P(GradientCheck, EveryParameterMatchesCentralDifferences) {
       double fd = (up - down) / (2 * step), analytic = grads[p.name][e];
       largest = std::max(largest, std::abs(fd));
       if (std::abs(fd - analytic) > 1e-8 + 1e-6 * std::max(std::abs(fd), std::abs(analytic)) &&
-          ++bad <= 3)
+          ++bad <= 3) {
         ADD_FAILURE() << GetParam() << ": d_" << p.name << "[" << e << "] = " << analytic
                       << ", finite difference " << fd;
+      }
     }
     EXPECT_EQ(bad, 0) << p.name;
     // θ's loss is flat away from the window; every other parameter must be exercised.
-    if (p.name != "theta")
+    if (p.name != "theta") {
       EXPECT_GT(largest, 1e-6) << p.name << ": gradient identically zero, check is vacuous";
+    }
   }
 }
 
