@@ -100,6 +100,28 @@ __device__ __forceinline__ bool beginItem(ItemCursor<N, TM, S> &cursor, const in
   return true;
 }
 
+/// acc[m][r] += sum_k src[tok_m][k] W[r][k] over k < D: gathered token rows against RS rows of
+/// a transform's factor, both staged through shared memory (`as`, `bs`) KT columns at a time.
+/// w(r, k) reads the factor; W_ROWS says whether it is stored r-major (V_t) or k-major (U_t).
+template <int TM, int RS, int KT, int TH, int D, bool W_ROWS, class Acc, class W>
+__device__ __forceinline__ void gatherProduct(Acc &acc, float *as, float *bs, const float *src,
+                                              const int *toks, W w) {
+  acc.zero();
+  for (int k0 = 0; k0 < D; k0 += KT) {
+    stageRowsT<TM, KT, TM + 1, TH>(as, [&](int m, int kk) {
+      const int tok = toks[m], kx = k0 + kk;
+      return tok >= 0 && kx < D ? src[(long long)tok * D + kx] : 0.f;
+    });
+    if constexpr (W_ROWS)
+      stageRowsT<RS, KT, RS + 1, TH>(bs, [&](int r, int kk) { return w(r, k0 + kk); });
+    else
+      stageCols<KT, RS, RS + 1, TH>(bs, [&](int kk, int r) { return w(r, k0 + kk); });
+    __syncthreads();
+    acc.template mma<KT, TM + 1, RS + 1>(as, bs);
+    __syncthreads();
+  }
+}
+
 /// yhat[tok] += g * U_t (V_t x[tok]) for every listed pair of the bucket.
 template <class C> __device__ __forceinline__ void bucket_apply(const Args &a) {
   constexpr int D = C::D, R = C::R, N = C::N, OFF = C::OFF, TH = C::threads;
@@ -131,23 +153,12 @@ template <class C> __device__ __forceinline__ void bucket_apply(const Args &a) {
     const float *vt = v + (long long)t * R * D;
     const float *ut = u + (long long)t * D * R;
 
+    auto vRows = [&](int r, int k) {
+      return r0 + r < R && k < D ? vt[(long long)(r0 + r) * D + k] : 0.f;
+    };
     // h[m][r] = sum_k x[tok_m][k] V_t[r0 + r][k]
     TileAcc<TM, RS, TH> h;
-    h.zero();
-    float *xs = tiles, *vs = tiles + KT * (TM + 1);
-    for (int k0 = 0; k0 < D; k0 += KT) {
-      stageRowsT<TM, KT, TM + 1, TH>(xs, [&](int m, int kk) {
-        const int tok = toks[m], kx = k0 + kk;
-        return tok >= 0 && kx < D ? x[(long long)tok * D + kx] : 0.f;
-      });
-      stageRowsT<RS, KT, RS + 1, TH>(vs, [&](int r, int kk) {
-        const int rr = r0 + r, kx = k0 + kk;
-        return rr < R && kx < D ? vt[(long long)rr * D + kx] : 0.f;
-      });
-      __syncthreads();
-      h.template mma<KT, TM + 1, RS + 1>(xs, vs);
-      __syncthreads();
-    }
+    gatherProduct<TM, RS, KT, TH, D, true>(h, tiles, tiles + KT * (TM + 1), x, toks, vRows);
 #pragma unroll
     for (int i = 0; i < h.IM; ++i)
 #pragma unroll
@@ -212,33 +223,14 @@ template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &
     float *dvt = dv + (long long)t * R * D;
     float *as = tiles, *bs = tiles + KT * (TM + 1);
 
+    // h = x V_t^T and z = dy U_t over the rank slice
     TileAcc<TM, RS, TH> h, z;
-    h.zero();
-    z.zero();
-    for (int k0 = 0; k0 < D; k0 += KT) {
-      stageRowsT<TM, KT, TM + 1, TH>(as, [&](int m, int kk) {
-        const int tok = toks[m], kx = k0 + kk;
-        return tok >= 0 && kx < D ? x[(long long)tok * D + kx] : 0.f;
-      });
-      stageRowsT<RS, KT, RS + 1, TH>(bs, [&](int r, int kk) {
-        const int rr = r0 + r, kx = k0 + kk;
-        return rr < R && kx < D ? vt[(long long)rr * D + kx] : 0.f;
-      });
-      __syncthreads();
-      h.template mma<KT, TM + 1, RS + 1>(as, bs);
-      __syncthreads();
-      stageRowsT<TM, KT, TM + 1, TH>(as, [&](int m, int kk) {
-        const int tok = toks[m], kx = k0 + kk;
-        return tok >= 0 && kx < D ? dy[(long long)tok * D + kx] : 0.f;
-      });
-      stageCols<KT, RS, RS + 1, TH>(bs, [&](int kk, int r) {
-        const int rr = r0 + r, kx = k0 + kk;
-        return rr < R && kx < D ? ut[(long long)kx * R + rr] : 0.f;
-      });
-      __syncthreads();
-      z.template mma<KT, TM + 1, RS + 1>(as, bs);
-      __syncthreads();
-    }
+    gatherProduct<TM, RS, KT, TH, D, true>(h, as, bs, x, toks, [&](int r, int k) {
+      return r0 + r < R && k < D ? vt[(long long)(r0 + r) * D + k] : 0.f;
+    });
+    gatherProduct<TM, RS, KT, TH, D, false>(z, as, bs, dy, toks, [&](int r, int k) {
+      return r0 + r < R && k < D ? ut[(long long)k * R + r0 + r] : 0.f;
+    });
 
     // pair_dgate += h . z over this rank slice: per-row partials meet in shared memory, which
     // works for either tile layout (SIMT or tensor-core fragments).
