@@ -70,7 +70,12 @@ void replacementJvp(const ReplacementLayer &layer, const double *x, const double
 void teacherJvp(const TeacherMlp &teacher, const double *x, const double *v, double *out);
 
 enum class JacobianMethod {
-  Exact,  // identities on small matrices, never a d×d Jacobian per token (see jacobian.cpp)
+  // Identities on small matrices, never a d×d Jacobian per token (costs: jacobian.cpp). Tables
+  // in doubles: h² (teacher); MOLT (r_t + 2)·h per transform ever open and d + 1 per ordered
+  // pair of transforms ever open together; transcoder h + 1 per feature ever open. At d = 384,
+  // h = 1536, N = 2, L0 ≈ 20: about 100 MB, and a token costs ~6 ms of one core against
+  // ~130 ms for Dense (docs/jacobian.md).
+  Exact,
   Dense,  // forms both d×d Jacobians per token: the reference the Exact path is tested against
   Random, // Jacobian-vector products with random probes
 };
