@@ -175,6 +175,9 @@ TEST(Executor, RejectsBindingsOfTheWrongShapeOrDtype) {
   EXPECT_EQ(missing.status().code(), Code::InvalidArgument);
   auto zeroBatch = (*backend)->prepare(plan, "", 0);
   EXPECT_FALSE(zeroBatch.isOk());
+  auto hugeBatch = (*backend)->prepare(plan, "", int64_t(1) << 30); // 5·2^30 pairs: not i32
+  ASSERT_FALSE(hugeBatch.isOk());
+  EXPECT_NE(hugeBatch.status().message().find("2^31"), std::string::npos);
 }
 
 TEST(Executor, HostCopiesCheckNamesAndSizes) {
