@@ -42,7 +42,7 @@ Status ExecutorBase::initialize() {
     return invalidArgument("batch size must be positive, got " + std::to_string(batch_));
   const int64_t T = plan_.model.numTransforms();
   // Pair lists index with i32 (docs/bundle.md), so every (token, transform) must fit.
-  if (batch_ > (int64_t(1) << 31) / std::max<int64_t>(1, T))
+  if (batch_ > ((int64_t(1) << 31) - 1) / std::max<int64_t>(1, T))
     return invalidArgument("batch " + std::to_string(batch_) + " x " + std::to_string(T) +
                            " transforms exceeds the 2^31 pairs an i32 pair list can index");
   for (const ParamDesc &p : plan_.params)
