@@ -65,8 +65,8 @@ void bucketApply(int64_t B, int64_t D, int64_t R, int64_t N, int64_t OFF, const 
     return;
   }
   // Threads own contiguous transform ranges of about equal pair counts (so each weight is read
-  // once) and accumulate privately; the partial outputs are then added in part order. The bits
-  // depend on the data and the thread count only.
+  // once). Part 0 accumulates straight into yhat, the others privately; their partial outputs
+  // are then added in part order. The bits depend on the data and the thread count only.
   std::vector<int64_t> first(size_t(parts) + 1, N);
   first[0] = 0;
   for (int p = 1; p < parts; ++p) {
@@ -75,16 +75,18 @@ void bucketApply(int64_t B, int64_t D, int64_t R, int64_t N, int64_t OFF, const 
       ++n;
     first[size_t(p)] = n;
   }
-  S *acc = scratch<S>(kAccumulators, size_t(parts) * size_t(B * D));
+  S *acc = scratch<S>(kAccumulators, size_t(parts - 1) * size_t(B * D));
+  auto partOutput = [&](int p) { return acc + int64_t(p - 1) * B * D; };
 #pragma omp parallel for schedule(static, 1) num_threads(parts)
   for (int p = 0; p < parts; ++p) {
-    S *mine = acc + int64_t(p) * B * D;
-    std::memset(mine, 0, size_t(B * D) * sizeof(S));
+    S *mine = p == 0 ? yhat : partOutput(p);
+    if (p > 0)
+      std::memset(mine, 0, size_t(B * D) * sizeof(S));
     applyTransforms(B, D, R, OFF, first[size_t(p)], first[size_t(p) + 1], x, u, v, pairs, mine);
   }
   parallelRanges(B, grainFor(parts * D), [&](int64_t lo, int64_t hi) {
-    for (int p = 0; p < parts; ++p) {
-      const S *src = acc + int64_t(p) * B * D;
+    for (int p = 1; p < parts; ++p) {
+      const S *src = partOutput(p);
       for (int64_t i = lo * D; i < hi * D; ++i)
         yhat[i] += src[i];
     }
