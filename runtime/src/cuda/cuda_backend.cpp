@@ -133,13 +133,28 @@ public:
       api.cuStreamDestroy(stream_);
   }
 
+  void *storage(const std::string &name) override {
+    return info(name) ? reinterpret_cast<void *>(ptr(name)) : nullptr;
+  }
+
+  /// Device memory of the caller (same context: the primary one, as PyTorch uses) stands in for
+  /// the tensor. Param tables hold raw pointers, so they are rebuilt on next use.
+  Status bind(const std::string &name, void *external) override {
+    if (!info(name))
+      return notFound("no tensor named '" + name + "'");
+    if (external)
+      bound_[name] = reinterpret_cast<CUdeviceptr>(external);
+    else
+      bound_.erase(name);
+    for (auto &[key, t] : paramTables_)
+      device_->pool->give(t.first, t.second);
+    paramTables_.clear();
+    return Status::ok();
+  }
+
   Status synchronize() override {
     MOLT_RETURN_IF_ERROR(device_->makeCurrent());
     return device_->api->check(device_->api->cuStreamSynchronize(stream_), "cuStreamSynchronize");
-  }
-  void *storage(const std::string &name) override {
-    auto it = memory_.find(name);
-    return it == memory_.end() ? nullptr : reinterpret_cast<void *>(it->second.first);
   }
 
 protected:
@@ -154,19 +169,19 @@ protected:
   Status writeBytes(const BufferInfo &info, const void *host) override {
     MOLT_RETURN_IF_ERROR(device_->makeCurrent());
     const DriverApi &api = *device_->api;
-    MOLT_CU(api, cuMemcpyHtoDAsync(memory_.at(info.name).first, host, info.bytes(), stream_));
+    MOLT_CU(api, cuMemcpyHtoDAsync(ptr(info.name), host, info.bytes(), stream_));
     // The caller may reuse `host` at once: the copy must have finished.
     return api.check(api.cuStreamSynchronize(stream_), "cuStreamSynchronize");
   }
   Status readBytes(const BufferInfo &info, void *host) override {
     MOLT_RETURN_IF_ERROR(device_->makeCurrent());
     const DriverApi &api = *device_->api;
-    MOLT_CU(api, cuMemcpyDtoHAsync(host, memory_.at(info.name).first, info.bytes(), stream_));
+    MOLT_CU(api, cuMemcpyDtoHAsync(host, ptr(info.name), info.bytes(), stream_));
     return api.check(api.cuStreamSynchronize(stream_), "cuStreamSynchronize");
   }
   Status zeroBytes(const BufferInfo &info) override {
     return device_->api->check(
-        device_->api->cuMemsetD32Async(memory_.at(info.name).first, 0, info.bytes() / 4, stream_),
+        device_->api->cuMemsetD32Async(ptr(info.name), 0, info.bytes() / 4, stream_),
         "cuMemsetD32Async");
   }
 
@@ -186,7 +201,7 @@ protected:
         continue;
       if (slot >= k::kMaxArgs)
         return internalError("op '" + kd.op + "' has more arguments than molt::k::Args holds");
-      args.p[slot++] = reinterpret_cast<void *>(memory_.at(inv.args.at(argName)).first);
+      args.p[slot++] = reinterpret_cast<void *>(ptr(inv.args.at(argName)));
     }
     args.B = batch();
     args.P = pairCapacity();
@@ -269,9 +284,7 @@ private:
       const BufferInfo *bi = info(p);
       if (!bi)
         return invalidArgument("params list names unknown tensor '" + p + "'");
-      auto dev = [&](const std::string &n) {
-        return reinterpret_cast<float *>(memory_.at(n).first);
-      };
+      auto dev = [&](const std::string &n) { return reinterpret_cast<float *>(ptr(n)); };
       host.push_back({dev(p), dev("d_" + p), dev("m_" + p), dev("v_" + p), bi->numel()});
     }
     const size_t bytes = std::max<size_t>(1, host.size()) * sizeof(k::ParamEntry);
@@ -287,8 +300,15 @@ private:
     return std::make_pair(*t, host.size());
   }
 
+  /// The tensor's device address: caller memory while bound, else the executor's own.
+  CUdeviceptr ptr(const std::string &name) const {
+    auto b = bound_.find(name);
+    return b != bound_.end() ? b->second : memory_.at(name).first;
+  }
+
   std::shared_ptr<Device> device_;
   CUstream stream_ = nullptr;
+  std::map<std::string, CUdeviceptr> bound_;
   std::map<std::string, std::pair<CUdeviceptr, size_t>> memory_;
   std::map<std::string, std::pair<CUdeviceptr, size_t>> paramTables_;
   std::map<std::string, Kernel> kernels_;
