@@ -193,3 +193,9 @@ void FeaturePenaltyOp::buildAdjoint(AdjointBuilder &ab) {
                                   {NamedAttribute(getKindAttrName(), getKindAttr()),
                                    NamedAttribute(getCAttrName(), getCAttr())});
 }
+
+void ActivationOp::buildAdjoint(AdjointBuilder &ab) {
+  if (ab.needs(0))
+    ab.emit<ActivationGradOp>({in(0), ab.grad(out(0))}, {ab.grad(in(0))},
+                              {NamedAttribute(getKindAttrName(), getKindAttr())});
+}

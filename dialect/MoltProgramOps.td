@@ -269,6 +269,16 @@ def Molt_FeaturePenaltyOp : Molt_DiffOp<"feature_penalty", 4, 1, (ins StrAttr:$k
   }];
 }
 
+// --- teacher MLP ---------------------------------------------------------------------------
+
+def Molt_ActivationOp : Molt_DiffOp<"activation", 1, 1, (ins StrAttr:$kind)> {
+  let summary = "out = act(in) elementwise: gelu (erf), gelu_tanh or relu";
+  let description = [{
+    The teacher MLP's nonlinearity. Gradient (activation_grad): `d_in += act'(in)·d_out`.
+    `molt.activation ins ["t_pre"] outs ["t_h"] {kind = "gelu"}`
+  }];
+}
+
 // --- optimiser -------------------------------------------------------------------------------
 
 def Molt_GradSqNormOp : Molt_TensorOp<"grad_sq_norm", 1, 1> {
@@ -294,6 +304,8 @@ class Molt_BwdOp<string mnemonic, int nIns, int nOuts, string what, dag extraArg
   let description = [{ A gradient op; see the gradient rule of the op it differentiates. }];
 }
 
+def Molt_ActivationGradOp : Molt_BwdOp<"activation_grad", 2, 1, "(in, d_out) → d_in",
+                                      (ins StrAttr:$kind)>;
 def Molt_LinearTGradWOp : Molt_BwdOp<"linear_t_grad_w", 2, 1, "d_w += d_outᵀ · x">;
 def Molt_AccumulateOp : Molt_BwdOp<"accumulate", 1, 1, "out += in">;
 def Molt_ColSumOp : Molt_BwdOp<"colsum", 1, 1, "out += ± column sums of in",

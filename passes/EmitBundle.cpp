@@ -17,7 +17,10 @@
 #include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <thread>
 
 namespace mlir::molt {
 #define GEN_PASS_DEF_MOLTEMITBUNDLE
@@ -251,13 +254,37 @@ static LogicalResult writeBundle(ModuleOp module, const ::molt::Plan &plan,
   verifyArchs.split(archs, ',', -1, false);
   // Only the bundle's folder and the CUDA headers: proves the bundle is self-contained.
   const std::vector<std::string> includes = {dir, MOLT_CUDA_INCLUDE_DIR};
+  struct Job {
+    std::string arch, name;
+    const std::string *source;
+    std::string error;
+  };
+  std::vector<Job> jobs;
   for (StringRef arch : archs)
-    for (const auto &[name, source] : sources) {
-      auto image = ::molt::cuda::compileSource(source, name + ".cu", includes, arch.str(), true);
+    for (const auto &[name, source] : sources)
+      jobs.push_back({arch.str(), name, &source, ""});
+  // NVRTC programs are independent: compile them on every core, report in a fixed order.
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i = next++; i < jobs.size(); i = next++) {
+      Job &job = jobs[i];
+      auto image = ::molt::cuda::compileSource(*job.source, job.name + ".cu", includes, job.arch,
+                                               /*cubin=*/true);
       if (!image)
-        return module.emitError() << "NVRTC (" << arch << ") rejects " << name
-                                  << ".cu: " << image.status().message();
+        job.error = image.status().message();
     }
+  };
+  unsigned threads = std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(), 16));
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads && t < jobs.size(); ++t)
+    pool.emplace_back(worker);
+  worker();
+  for (std::thread &t : pool)
+    t.join();
+  for (const Job &job : jobs)
+    if (!job.error.empty())
+      return module.emitError() << "NVRTC (" << job.arch << ") rejects " << job.name
+                                << ".cu: " << job.error;
   return success();
 #else
   return module.emitError() << "--verify-nvrtc needs a build with the CUDA toolkit";

@@ -62,9 +62,17 @@ public:
     return NamedAttribute(b.getStringAttr(name), value);
   }
 
-  /// The loss and the optimiser step shared by every spec kind: eval's losses, then the
-  /// derived backward, then gradient norm and Adam over all params.
-  LogicalResult finishTrainStep(ProgramOp train) {
+  /// forward; eval = forward + losses; train_step = eval + the derived backward + gradient
+  /// norm and Adam over all params (the same for every trainable spec kind).
+  LogicalResult buildEntryPoints(llvm::function_ref<void(ProgramOp)> forward,
+                                 llvm::function_ref<void(ProgramOp)> losses) {
+    forward(program("forward"));
+    ProgramOp eval = program("eval");
+    forward(eval);
+    losses(eval);
+    ProgramOp train = program("train_step");
+    forward(train);
+    losses(train);
     if (failed(appendBackward(module, train, params)))
       return failure();
     auto grad = [&](StringRef p) { return b.getStringAttr("d_" + p.str()).getValue(); };
@@ -184,14 +192,7 @@ LogicalResult expandLayer(ModuleOp module, LayerOp layer) {
           {"stats"}, std::nullopt, penaltyAttrs(pb, layer.getPenalty()));
   };
 
-  forward(pb.program("forward"));
-  ProgramOp eval = pb.program("eval");
-  forward(eval);
-  losses(eval);
-  ProgramOp train = pb.program("train_step");
-  forward(train);
-  losses(train);
-  return pb.finishTrainStep(train);
+  return pb.buildEntryPoints(forward, losses);
 }
 
 LogicalResult expandTranscoder(ModuleOp module, TranscoderOp tc) {
@@ -228,14 +229,30 @@ LogicalResult expandTranscoder(ModuleOp module, TranscoderOp tc) {
           {"stats"}, std::nullopt, penaltyAttrs(pb, tc.getPenalty()));
   };
 
-  forward(pb.program("forward"));
-  ProgramOp eval = pb.program("eval");
-  forward(eval);
-  losses(eval);
-  ProgramOp train = pb.program("train_step");
-  forward(train);
-  losses(train);
-  return pb.finishTrainStep(train);
+  return pb.buildEntryPoints(forward, losses);
+}
+
+/// The teacher: a forward program only (its weights come from a file; it is never trained).
+LogicalResult expandMlp(ModuleOp module, MlpOp mlp) {
+  ProgramBuilder pb(module, mlp);
+  const int64_t h = mlp.getDHidden();
+  pb.param("w_in", {pb.dim(h), pb.dim("D")}, "zeros", 0.0);
+  pb.param("b_in", {pb.dim(h)}, "zeros", 0.0);
+  pb.param("w_out", {pb.dim("D"), pb.dim(h)}, "zeros", 0.0);
+  pb.param("b_out", {pb.dim("D")}, "zeros", 0.0);
+  pb.buffer("x", {pb.dim("B"), pb.dim("D")});
+  pb.buffer("yhat", {pb.dim("B"), pb.dim("D")});
+  for (StringRef name : {"t_pre_lin", "t_pre", "t_h"})
+    pb.buffer(name, {pb.dim("B"), pb.dim(h)});
+  pb.buffer("t_out_lin", {pb.dim("B"), pb.dim("D")});
+  ProgramOp p = pb.program("forward");
+  pb.op(p, LinearTOp::getOperationName(), {"x", "w_in"}, {"t_pre_lin"});
+  pb.op(p, BiasColsOp::getOperationName(), {"t_pre_lin", "b_in"}, {"t_pre"});
+  pb.op(p, ActivationOp::getOperationName(), {"t_pre"}, {"t_h"}, std::nullopt,
+        {pb.attr("kind", pb.b.getStringAttr(mlp.getActivation()))});
+  pb.op(p, LinearTOp::getOperationName(), {"t_h", "w_out"}, {"t_out_lin"});
+  pb.op(p, BiasColsOp::getOperationName(), {"t_out_lin", "b_out"}, {"yhat"});
+  return success();
 }
 
 struct MoltExpandPass : ::mlir::molt::impl::MoltExpandBase<MoltExpandPass> {
@@ -272,9 +289,10 @@ struct MoltExpandPass : ::mlir::molt::impl::MoltExpandBase<MoltExpandPass> {
       result = expandLayer(module, layer);
     else if (auto tc = dyn_cast<TranscoderOp>(spec))
       result = expandTranscoder(module, tc);
+    else if (auto mlp = dyn_cast<MlpOp>(spec))
+      result = expandMlp(module, mlp);
     else
-      spec->emitOpError() << "has no trainable program: only molt.layer and molt.transcoder "
-                           "expand (a molt.mlp teacher is evaluated by the runtime)";
+      spec->emitOpError() << "is not a spec op (molt.layer, molt.transcoder or molt.mlp)";
     if (failed(result))
       signalPassFailure();
   }

@@ -213,6 +213,11 @@ struct MoltLowerToKernelsPass : ::mlir::molt::impl::MoltLowerToKernelsBase<MoltL
       module.emitError() << "has no molt.program to lower";
       return signalPassFailure();
     }
+    if (isa_and_nonnull<MlpOp>(specOf(programs.front()))) {
+      programs.front().emitError() << "is a teacher MLP program: the bundle format has no "
+                                      "kernels for it (the runtime evaluates teachers itself)";
+      return signalPassFailure();
+    }
     OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
     SymbolTable symbols(module);
     Operation *firstEntry = nullptr; // kernels are declared before all entry points

@@ -15,7 +15,7 @@ namespace {
 /// The numbers a spec fixes: d, the width (T or F) and, per bucket, rank, count and offset.
 struct SpecNumbers {
   int64_t d = 0, width = 0;
-  bool transcoder = false;
+  const char *widthName = "T"; // T transforms, F features, H hidden units (teacher)
   SmallVector<Bucket> buckets;
   SmallVector<int64_t> offsets;
 };
@@ -37,7 +37,13 @@ FailureOr<SpecNumbers> readSpec(Operation *spec) {
       return failure();
     n.d = tc.getDModel();
     n.width = *f;
-    n.transcoder = true;
+    n.widthName = "F";
+    return n;
+  }
+  if (auto mlp = dyn_cast_or_null<MlpOp>(spec)) {
+    n.d = mlp.getDModel();
+    n.width = mlp.getDHidden();
+    n.widthName = "H";
     return n;
   }
   return failure();
@@ -53,7 +59,7 @@ struct MoltSpecializeBucketsPass : ::mlir::molt::impl::MoltSpecializeBucketsBase
     }
     FailureOr<SpecNumbers> spec = readSpec(specOf(*programs.begin()));
     if (failed(spec)) {
-      (*programs.begin()).emitError() << "does not name a molt.layer or molt.transcoder";
+      (*programs.begin()).emitError() << "does not name a spec op";
       return signalPassFailure();
     }
     Builder b(module.getContext());
@@ -121,8 +127,7 @@ struct MoltSpecializeBucketsPass : ::mlir::molt::impl::MoltSpecializeBucketsBase
         consts.push_back(b.getNamedAttr("N", b.getI64IntegerAttr(spec->buckets[*k].count)));
         consts.push_back(b.getNamedAttr("OFF", b.getI64IntegerAttr(spec->offsets[*k])));
       } else {
-        consts.push_back(b.getNamedAttr(spec->transcoder ? "F" : "T",
-                                        b.getI64IntegerAttr(spec->width)));
+        consts.push_back(b.getNamedAttr(spec->widthName, b.getI64IntegerAttr(spec->width)));
       }
       op->setAttr("consts", b.getDictionaryAttr(consts));
       return WalkResult::advance();

@@ -2,7 +2,7 @@
 // whose backward is derived from the forward ops' gradient rules.
 // RUN: molt-opt --molt-expand %s | FileCheck %s
 // RUN: molt-opt --molt-expand=symbol=@tc %s | FileCheck %s --check-prefix=TC
-// RUN: not molt-opt --molt-expand=symbol=@teacher %s 2>&1 | FileCheck %s --check-prefix=MLP
+// RUN: molt-opt --molt-expand=symbol=@teacher --molt-specialize-buckets %s | FileCheck %s --check-prefix=MLP
 // RUN: not molt-opt --molt-expand=symbol=@nope %s 2>&1 | FileCheck %s --check-prefix=NOSYM
 
 module {
@@ -90,5 +90,15 @@ module {
 // TC-NEXT: molt.decode_rows_grad ins ["d_yhat", "pair_ptr", "pair_tok", "pair_gate", "dec_w"] outs ["d_dec_w", "d_pair_gate"]
 // TC: molt.gate_grad ins ["pre", "theta_unused", "d_g"] outs ["d_pre", "d_theta_unused"]
 
-// MLP: error: 'molt.mlp' op has no trainable program
+// The teacher: a forward program only, its weights loaded from a file.
+// MLP: molt.param "w_in" {init = "zeros", scale = 0.000000e+00 : f64, shape = [64, 16]}
+// MLP: molt.param "w_out" {{.*}}shape = [16, 64]}
+// MLP-LABEL: molt.program "forward" of @teacher {
+// MLP-NEXT: molt.linear_t ins ["x", "w_in"] outs ["t_pre_lin"] {consts = {D = 16 : i64, H = 64 : i64}}
+// MLP-NEXT: molt.bias_cols ins ["t_pre_lin", "b_in"] outs ["t_pre"]
+// MLP-NEXT: molt.activation ins ["t_pre"] outs ["t_h"] {consts = {{.*}}, kind = "gelu"}
+// MLP-NEXT: molt.linear_t ins ["t_h", "w_out"] outs ["t_out_lin"]
+// MLP-NEXT: molt.bias_cols ins ["t_out_lin", "b_out"] outs ["yhat"]
+// MLP-NEXT: {{^ *[}]$}}
+// MLP-NOT: molt.program
 // NOSYM: error: no spec op @nope in the module
