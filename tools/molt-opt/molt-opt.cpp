@@ -1,7 +1,9 @@
 // molt-opt: parses, verifies, transforms and prints molt specs (mlir-opt with molt registered).
 #include "InputCheck.h"
 #include "dialect/MoltOps.h"
+#include "dialect/kernel/MoltKernel.h"
 #include "passes/Passes.h"
+#include "passes/Pipelines.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/DialectRegistry.h"
@@ -15,8 +17,9 @@
 int main(int argc, char **argv) {
   mlir::registerTransformsPasses();
   mlir::molt::registerMoltPasses();
+  mlir::molt::registerMoltPipelines();
   mlir::DialectRegistry registry;
-  registry.insert<mlir::molt::MoltDialect, mlir::func::FuncDialect>();
+  registry.insert<mlir::molt::MoltDialect, mlir::molt_k::MoltKDialect, mlir::func::FuncDialect>();
   auto [input, output] = mlir::registerAndParseCLIOptions(
       argc, argv, "molt-opt: parse, verify, transform and print molt specs\n", registry);
   // A spec error names the field and points at the line; the whole op again in generic form
