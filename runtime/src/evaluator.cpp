@@ -152,6 +152,11 @@ std::string EvalReport::toJson() const {
     j[p + "l0"] = buckets[k].l0;
     j[p + "used_fraction"] = buckets[k].usedFraction;
   }
+  if (hasJacobian) {
+    j["jacobian_cosine"] = jacobianCosine;
+    j["jacobian_cosine_std_error"] = jacobianStdError;
+    j["jacobian_rows"] = jacobianRows;
+  }
   j["collapse"] = !warning.empty();
   return j.dump();
 }
@@ -166,6 +171,11 @@ std::string EvalReport::toText() const {
     std::snprintf(line, sizeof line, "  bucket %zu  rank %4lld x %-5lld  l0 %6.2f  used %5.1f%%\n",
                   k, (long long)buckets[k].rank, (long long)buckets[k].count, buckets[k].l0,
                   100 * buckets[k].usedFraction);
+    out << line;
+  }
+  if (hasJacobian) {
+    std::snprintf(line, sizeof line, "jacobian_cosine %.4f ± %.4f over %lld rows\n",
+                  jacobianCosine, jacobianStdError, (long long)jacobianRows);
     out << line;
   }
   if (skippedRows)

@@ -14,7 +14,9 @@
 
 #include "molt/checkpoint.h"
 #include "molt/io.h"
+#include "molt/jacobian.h"
 #include "molt/safetensors.h"
+#include "molt/teacher.h"
 
 namespace molt {
 namespace {
@@ -371,12 +373,32 @@ Status TrainRun::run() {
   return Status::ok();
 }
 
+// The first `rows` finite rows of raw (unnormalised) x.
+std::vector<float> firstRows(const ShardSet &set, int64_t rows, int64_t &got) {
+  int64_t d = set.d();
+  std::vector<float> x(static_cast<size_t>(rows * d)), xr(static_cast<size_t>(d)),
+      yr(static_cast<size_t>(d));
+  got = 0;
+  for (size_t s = 0; s < set.numShards() && got < rows; ++s)
+    for (int64_t r = 0; r < set.shardRows(s) && got < rows; ++r) {
+      set.readRows(s, r, 1, xr.data(), yr.data());
+      bool finite = true;
+      for (float v : xr)
+        finite = finite && std::isfinite(v);
+      if (finite)
+        std::copy(xr.begin(), xr.end(), x.begin() + got++ * d);
+    }
+  x.resize(size_t(got * d));
+  return x;
+}
+
 } // namespace
 
 Status runTraining(const TrainOptions &opts) { return TrainRun(opts).run(); }
 
 StatusOr<EvalReport> evaluateRun(const std::string &runDir, const std::string &data,
-                                 int64_t batch, const std::string &device) {
+                                 int64_t batch, const std::string &device,
+                                 const std::string &teacherPath, int64_t jacobianRows) {
   RunPaths paths(runDir);
   if (!isDirectory(runDir))
     return notFound("no run directory " + runDir);
@@ -395,7 +417,27 @@ StatusOr<EvalReport> evaluateRun(const std::string &runDir, const std::string &d
   TensorMap params;
   for (const ParamDesc &p : plan->params)
     params[p.name] = ck->tensors[p.name];
-  return evaluate(**backend, *plan, paths.bundle, params, **set, ck->state.norm, batch);
+  StatusOr<EvalReport> report =
+      evaluate(**backend, *plan, paths.bundle, params, **set, ck->state.norm, batch);
+  if (!report || teacherPath.empty())
+    return report;
+  StatusOr<TeacherMlp> teacher = loadTeacher(teacherPath);
+  if (!teacher)
+    return teacher.status().withContext("--teacher");
+  if (teacher->d != plan->model.d_model)
+    return invalidArgument("--teacher: the teacher's d is " + std::to_string(teacher->d) +
+                           " but the model's is " + std::to_string(plan->model.d_model));
+  int64_t rows = 0;
+  std::vector<float> x = firstRows(**set, std::max<int64_t>(1, jacobianRows), rows);
+  foldNormalization(*plan, ck->state.norm, params); // the teacher acts on raw x
+  StatusOr<JacobianCosine> jc = jacobianCosine(plan->model, params, *teacher, x.data(), rows);
+  if (!jc)
+    return jc.status();
+  report->hasJacobian = true;
+  report->jacobianCosine = jc->mean;
+  report->jacobianStdError = jc->std_error;
+  report->jacobianRows = jc->tokens;
+  return report;
 }
 
 } // namespace molt

@@ -7,7 +7,9 @@
 #include <nlohmann/json.hpp>
 
 #include "molt/checkpoint.h"
+#include "molt/data.h"
 #include "molt/io.h"
+#include "molt/jacobian.h"
 #include "molt/run.h"
 #include "molt/safetensors.h"
 #include "molt/synth.h"
@@ -214,6 +216,50 @@ TEST(Checkpoint, EvaluateRunReportsMetrics) {
   ASSERT_TRUE(r2.isOk());
   EXPECT_NEAR(r2->nmse, r->nmse, 1e-5 * r->nmse);
   EXPECT_NEAR(r2->l0, r->l0, 1e-9);
+
+  // weights.safetensors has the normalisation folded in: an independent float64 forward
+  // (jacobian.h's replacementForward) on raw x reproduces the evaluator's NMSE on raw y.
+  auto plan = molt::loadPlan(run + "/bundle");
+  ASSERT_TRUE(plan.isOk());
+  auto weights = molt::SafetensorsFile::open(run + "/weights.safetensors");
+  ASSERT_TRUE(weights.isOk()) << weights.status().message();
+  molt::HostTensors params;
+  for (const molt::ParamDesc &p : plan->params)
+    params[p.name] = *(*weights)->readF32(p.name, p.shape);
+  auto layer = molt::makeReplacement(plan->model, params);
+  ASSERT_TRUE(layer.isOk()) << layer.status().message();
+  auto val = molt::ShardSet::open(data8() + "/val", 8);
+  ASSERT_TRUE(val.isOk());
+  double sse = 0, y2 = 0;
+  std::vector<float> x(8), y(8);
+  std::vector<double> xd(8), yhat(8);
+  for (size_t s = 0; s < (*val)->numShards(); ++s)
+    for (int64_t row = 0; row < (*val)->shardRows(s); ++row) {
+      (*val)->readRows(s, row, 1, x.data(), y.data());
+      std::copy(x.begin(), x.end(), xd.begin());
+      molt::replacementForward(*layer, xd.data(), yhat.data());
+      for (int j = 0; j < 8; ++j) {
+        sse += (yhat[size_t(j)] - y[size_t(j)]) * (yhat[size_t(j)] - y[size_t(j)]);
+        y2 += double(y[size_t(j)]) * y[size_t(j)];
+      }
+    }
+  EXPECT_NEAR(sse / y2, r->nmse, 1e-3 * r->nmse);
+}
+
+TEST(Checkpoint, EvalWithATeacherReportsJacobianCosine) {
+  std::string run = tmp("eval-teacher");
+  ASSERT_TRUE(molt::runTraining(options("tiny-molt", run, 20)).isOk());
+  auto r = molt::evaluateRun(run, data8() + "/val", 256, "cpu", data8() + "/teacher.safetensors",
+                             100);
+  ASSERT_TRUE(r.isOk()) << r.status().message();
+  EXPECT_TRUE(r->hasJacobian);
+  EXPECT_EQ(r->jacobianRows, 100);
+  EXPECT_GT(r->jacobianCosine, -1.0);
+  EXPECT_LE(r->jacobianCosine, 1.0);
+  EXPECT_NE(r->toJson().find("\"jacobian_cosine\""), std::string::npos);
+  auto missing = molt::evaluateRun(run, data8() + "/val", 256, "cpu", run + "/nope", 100);
+  ASSERT_FALSE(missing.isOk());
+  EXPECT_NE(missing.status().message().find("--teacher"), std::string::npos);
 }
 
 } // namespace

@@ -7,8 +7,8 @@
 #include "molt/run.h"
 
 int main(int argc, char **argv) {
-  std::string run, data, device = "cpu";
-  int64_t batch = 1024;
+  std::string run, data, device = "cpu", teacher;
+  int64_t batch = 1024, jacobianRows = 2000;
   bool json = false;
   CLI::App app{"Evaluates a run: NMSE, FVU, L0, dead fraction, per-bucket L0 and usage.\n"
                "Warns when the run looks collapsed (L0 < 1.5 or most transforms dead).",
@@ -16,6 +16,9 @@ int main(int argc, char **argv) {
   app.add_option("RUN", run, "a run directory written by molt-train")->required();
   app.add_option("--data", data, "evaluation data (file or directory of x/y shards)")
       ->required();
+  app.add_option("--teacher", teacher, "teacher MLP (safetensors): also report jacobian_cosine");
+  app.add_option("--jacobian-rows", jacobianRows, "rows the Jacobian metric averages over")
+      ->capture_default_str();
   app.add_flag("--json", json, "print one flat JSON object instead of text");
   app.add_option("--batch", batch, "tokens per evaluation batch")->capture_default_str();
   app.add_option("--device", device, "cpu or cuda")->capture_default_str();
@@ -23,7 +26,7 @@ int main(int argc, char **argv) {
     return rc;
   if (batch <= 0)
     return molt::tool::fail("molt-eval", "--batch must be positive");
-  molt::StatusOr<molt::EvalReport> r = molt::evaluateRun(run, data, batch, device);
+  molt::StatusOr<molt::EvalReport> r = molt::evaluateRun(run, data, batch, device, teacher, jacobianRows);
   if (!r)
     return molt::tool::fail("molt-eval", r.status().message());
   if (json)

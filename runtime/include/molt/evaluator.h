@@ -22,6 +22,9 @@ struct EvalReport {
   double nmse = 0, fvu = 0, l0 = 0, deadFraction = 0;
   std::vector<BucketReport> buckets;
   std::string warning; // non-empty when the run looks collapsed
+  bool hasJacobian = false;   // with a teacher: jacobian_cosine over the first rows
+  double jacobianCosine = 0, jacobianStdError = 0;
+  int64_t jacobianRows = 0;
   /// One flat JSON object (nmse, fvu, l0, dead_fraction, rows, bucket<k>_l0, ...).
   std::string toJson() const;
   /// A few aligned lines for people.

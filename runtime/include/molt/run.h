@@ -32,8 +32,11 @@ struct TrainOptions {
 /// failed resume leaves the checkpoint alone; a fresh run refuses a RUN that holds one).
 Status runTraining(const TrainOptions &opts);
 
-/// Evaluates RUN's checkpoint on DATA (normalised as in training).
+/// Evaluates RUN's checkpoint on DATA (normalised as in training). With a teacher MLP file,
+/// also jacobian_cosine of the exported (folded) weights over the first `jacobianRows` finite
+/// rows of raw x.
 StatusOr<EvalReport> evaluateRun(const std::string &runDir, const std::string &data,
-                                 int64_t batch, const std::string &device);
+                                 int64_t batch, const std::string &device,
+                                 const std::string &teacher = "", int64_t jacobianRows = 2000);
 
 } // namespace molt
