@@ -77,9 +77,21 @@ void MlpOp::print(OpAsmPrinter &p) { printSpec(p, *this, {"d_model", "d_hidden",
 // Checks shared by the spec ops
 //===----------------------------------------------------------------------===//
 
-// A misspelt field would otherwise be kept as a discardable attribute and silently ignored.
-// Annotations from other dialects ("dialect.name") stay allowed.
-static LogicalResult verifyNoUnknownFields(Operation *op) {
+static LogicalResult verifyPositive(Operation *op, StringRef field, int64_t value) {
+  if (value <= 0)
+    return op->emitOpError() << field << " must be positive, got " << value;
+  return success();
+}
+
+// What every spec op needs: a name that can be printed back (the generic form allows ""),
+// a positive d_model, and no unknown field. A misspelt field would otherwise be kept as a
+// discardable attribute and silently ignored; annotations from other dialects
+// ("dialect.name") stay allowed.
+static LogicalResult verifySpecOp(Operation *op, int64_t dModel) {
+  if (cast<SymbolOpInterface>(op).getName().empty())
+    return op->emitOpError() << "needs a non-empty symbol name";
+  if (failed(verifyPositive(op, "d_model", dModel)))
+    return failure();
   for (NamedAttribute attr : op->getDiscardableAttrs()) {
     if (attr.getName().getValue().contains('.'))
       continue;
@@ -89,12 +101,6 @@ static LogicalResult verifyNoUnknownFields(Operation *op) {
                           [&](StringAttr name) { diag << name.getValue(); });
     return diag << ")";
   }
-  return success();
-}
-
-static LogicalResult verifyPositive(Operation *op, StringRef field, int64_t value) {
-  if (value <= 0)
-    return op->emitOpError() << field << " must be positive, got " << value;
   return success();
 }
 
@@ -119,7 +125,7 @@ static LogicalResult verifyTopK(Operation *op, GateAttr gate, int64_t features,
 
 LogicalResult LayerOp::verify() {
   Operation *op = getOperation();
-  if (failed(verifyNoUnknownFields(op)) || failed(verifyPositive(op, "d_model", getDModel())) ||
+  if (failed(verifySpecOp(op, getDModel())) ||
       failed(verifyElementType(op, getElementType())))
     return failure();
   if (getGate().getKind() == GateKind::topk)
@@ -165,7 +171,7 @@ FailureOr<int64_t> TranscoderOp::getFeatureCount(SymbolTableCollection *symbols)
 
 LogicalResult TranscoderOp::verify() {
   Operation *op = getOperation();
-  if (failed(verifyNoUnknownFields(op)) || failed(verifyPositive(op, "d_model", getDModel())) ||
+  if (failed(verifySpecOp(op, getDModel())) ||
       failed(verifyElementType(op, getElementType())))
     return failure();
   std::optional<int64_t> features = getFeatures();
@@ -215,7 +221,7 @@ Activation MlpOp::getActivationKind() {
 
 LogicalResult MlpOp::verify() {
   Operation *op = getOperation();
-  if (failed(verifyNoUnknownFields(op)) || failed(verifyPositive(op, "d_model", getDModel())) ||
+  if (failed(verifySpecOp(op, getDModel())) ||
       failed(verifyPositive(op, "d_hidden", getDHidden())))
     return failure();
   if (!symbolizeActivation(getActivation()))

@@ -326,3 +326,9 @@ molt.layer @m {d_model = 64, element_type = f32, schedule = #molt.schedule<refer
 
 // expected-error @+1 {{expected floating point literal}}
 molt.layer @m {d_model = 64, element_type = f32, schedule = #molt.schedule<reference N = 1>, gate = #molt.gate<relu>, penalty = #molt.penalty<l1 lambda = nan, warmup = 0.0>}
+
+// -----
+
+// An empty symbol name, which only the generic form can spell.
+// expected-error @+1 {{'molt.mlp' op needs a non-empty symbol name}}
+"molt.mlp"() <{activation = "gelu", d_hidden = 256 : i64, d_model = 64 : i64, sym_name = ""}> : () -> ()
