@@ -32,25 +32,21 @@ int64_t ModelDesc::bucketOffset(size_t k) const {
   return off;
 }
 
+namespace {
+template <typename T> const T *findNamed(const std::vector<T> &items, const std::string &name) {
+  for (const T &item : items)
+    if (item.name == name)
+      return &item;
+  return nullptr;
+}
+} // namespace
+
 const KernelDesc *Plan::findKernel(const std::string &name) const {
-  for (const KernelDesc &k : kernels)
-    if (k.name == name)
-      return &k;
-  return nullptr;
+  return findNamed(kernels, name);
 }
-
-const ParamDesc *Plan::findParam(const std::string &name) const {
-  for (const ParamDesc &p : params)
-    if (p.name == name)
-      return &p;
-  return nullptr;
-}
-
+const ParamDesc *Plan::findParam(const std::string &name) const { return findNamed(params, name); }
 const BufferDesc *Plan::findBuffer(const std::string &name) const {
-  for (const BufferDesc &b : buffers)
-    if (b.name == name)
-      return &b;
-  return nullptr;
+  return findNamed(buffers, name);
 }
 
 namespace {
