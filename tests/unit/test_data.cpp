@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -181,6 +182,40 @@ TEST(Data, RejectsBadShards) {
   EXPECT_EQ(molt::ShardSet::open(dir + "/missing.safetensors", 3).status().code(),
             molt::Code::NotFound);
   EXPECT_EQ(molt::ShardSet::open(freshDir("empty"), 3).status().code(), molt::Code::NotFound);
+}
+
+TEST(Data, ReadsHalfAndBfloat16Shards) {
+  std::string dir = freshDir("half");
+  // Values exact in both formats: k/4 for small k.
+  auto encode = [](float v, bool bf16) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    if (bf16)
+      return uint16_t(bits >> 16);
+    uint32_t sign = (bits >> 16) & 0x8000, exp = (bits >> 23) & 0xff, mant = bits & 0x7fffff;
+    return v == 0 ? uint16_t(sign) : uint16_t(sign | ((exp - 112) << 10) | (mant >> 13));
+  };
+  for (bool bf16 : {false, true}) {
+    std::vector<uint16_t> x(12), y(12);
+    for (int i = 0; i < 12; ++i) {
+      x[size_t(i)] = encode(float(i - 6) / 4, bf16);
+      y[size_t(i)] = encode(float(i) / 2, bf16);
+    }
+    const char *dtype = bf16 ? "BF16" : "F16";
+    std::string path = dir + "/" + dtype + ".safetensors";
+    ASSERT_TRUE(molt::writeSafetensors(
+                    path, {{"x", dtype, {4, 3}, std::string(reinterpret_cast<char *>(x.data()), 24)},
+                           {"y", dtype, {4, 3}, std::string(reinterpret_cast<char *>(y.data()), 24)}})
+                    .isOk());
+    auto set = molt::ShardSet::open(path, 3);
+    ASSERT_TRUE(set.isOk()) << set.status().message();
+    std::vector<float> bx(12), by(12);
+    (*set)->readRows(0, 0, 4, bx.data(), by.data());
+    for (int i = 0; i < 12; ++i) {
+      EXPECT_EQ(bx[size_t(i)], float(i - 6) / 4) << dtype;
+      EXPECT_EQ(by[size_t(i)], float(i) / 2) << dtype;
+    }
+  }
 }
 
 TEST(Data, NormalisationMakesTheMeanNormSqrtD) {
