@@ -231,7 +231,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=256, help="tokens per step (default 256)")
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     ap.add_argument("--data", help="train on these activations (a molt-harvest --out folder "
-                    "for the same --layer) instead of harvesting in-process")
+                    "for the same --layer) instead of harvesting in-process; molt-harvest leaves [CLS]/[SEP] "
+                    "out, which the swapped model then meets untrained")
     ap.add_argument("--tokens", type=int, default=20000, help="training tokens to harvest")
     ap.add_argument("--seq-len", type=int, default=128, help="tokens per window (default 128)")
     ap.add_argument("--sentences", type=int, default=64, help="held-out paragraphs to embed")
