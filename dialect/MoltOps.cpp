@@ -3,7 +3,6 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
-#include "llvm/ADT/StringSet.h"
 
 using namespace mlir;
 using namespace mlir::molt;
@@ -28,27 +27,31 @@ static ParseResult parseSpec(OpAsmParser &parser, OperationState &result) {
                                          [&] { return parser.emitError(fieldsLoc); });
 }
 
-// Fields in the order a reader expects them (not the dictionary's alphabetical one), i64
-// integers without their `: i64`, then any annotations from other dialects.
+// Fields in the order a reader expects them (not the dictionary's alphabetical one), then any
+// other inherent field, then annotations from other dialects; i64 integers without `: i64`.
 static void printSpec(OpAsmPrinter &p, Operation *op, ArrayRef<StringRef> fields) {
+  StringRef symName = SymbolTable::getSymbolAttrName();
   p << ' ';
-  p.printSymbolName(op->getAttrOfType<StringAttr>(SymbolTable::getSymbolAttrName()).getValue());
+  p.printSymbolName(op->getAttrOfType<StringAttr>(symName).getValue());
   SmallVector<NamedAttribute> present;
-  for (StringRef field : fields)
+  auto add = [&](StringRef field) {
     if (Attribute value = op->getAttr(field))
       present.emplace_back(StringAttr::get(op->getContext(), field), value);
+  };
+  llvm::for_each(fields, add);
+  for (StringAttr name : op->getRegisteredInfo()->getAttributeNames())
+    if (name.getValue() != symName && !llvm::is_contained(fields, name.getValue()))
+      add(name.getValue());
   llvm::append_range(present, op->getDiscardableAttrs());
   p << " {";
   llvm::interleaveComma(present, p, [&](NamedAttribute attr) {
+    p.printKeywordOrString(attr.getName().getValue());
+    p << " = ";
     auto integer = dyn_cast<IntegerAttr>(attr.getValue());
     if (integer && integer.getType().isSignlessInteger(64))
-      p << attr.getName().getValue() << " = " << integer.getInt();
+      p << integer.getInt();
     else
-    {
-      p.printKeywordOrString(attr.getName().getValue());
-      p << " = ";
       p.printAttribute(attr.getValue());
-    }
   });
   p << "}";
 }

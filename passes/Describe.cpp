@@ -22,9 +22,10 @@ void describe(LayerOp layer, raw_ostream &os) {
      << stringifyPenaltyKind(layer.getPenalty().getKind()) << " penalty, decoder bias "
      << onOff(layer.getDecoderBias()) << "\n";
   // The verifier has checked that every count fits in int64.
-  os << "      rank    count     features      U,V params\n";
+  os << "      rank    count     features     U,V params\n";
   for (const Bucket &b : layer.getSchedule().getBucketValues()) {
-    LayerCounts bucket = *countLayer(layer.getDModel(), b, /*jumprelu=*/false, false);
+    LayerCounts bucket =
+        *countLayer(layer.getDModel(), b, /*jumprelu=*/false, /*decoderBias=*/false);
     os << llvm::format("  %8lld %8lld %12lld %14lld\n", (long long)b.rank, (long long)b.count,
                        (long long)bucket.featureEquivalents, (long long)bucket.transformParams);
   }
