@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Smoke test of scripts/compare: tiny molt-synth data, two budgets, a few steps per model; checks
+that the CSV names every model at every budget with finite metrics, and that the PNG is a PNG."""
+import argparse
+import csv
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+SKIP = 77
+
+
+def check(cond, what):
+    if not cond:
+        print(f"compare_smoke: FAIL: {what}", file=sys.stderr)
+        sys.exit(1)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--bin", required=True, help="folder with molt-synth, molt-opt, molt-train, molt-eval")
+    p.add_argument("--work", required=True, help="scratch folder (emptied first)")
+    args = p.parse_args()
+    venv = os.path.join(ROOT, "build", ".venv", "bin", "python")
+    python = venv if os.access(venv, os.X_OK) else sys.executable
+    if subprocess.run([python, "-c", "import matplotlib"], capture_output=True).returncode:
+        print("compare_smoke: matplotlib is missing (scripts/bootstrap installs it); skipped")
+        return SKIP
+
+    shutil.rmtree(args.work, ignore_errors=True)
+    data, out = os.path.join(args.work, "data"), os.path.join(args.work, "out")
+    subprocess.run([os.path.join(args.bin, "molt-synth"), "--out", data, "--d", "32",
+                    "--hidden", "128", "--rows", "2048", "--val-rows", "256"],
+                   check=True, stdout=subprocess.DEVNULL)
+    cmd = [python, os.path.join(ROOT, "scripts", "compare"), "--data", data, "--out", out,
+           "--bin", args.bin, "--budgets", "1,2", "--steps", "6", "--batch", "64",
+           "--lambdas", "0.001", "--transcoder-lambdas", "0.01", "--jacobian-rows", "32",
+           "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    check(r.returncode == 0, f"scripts/compare exited {r.returncode}: {r.stderr.strip()[-400:]}")
+
+    with open(os.path.join(out, "compare.csv")) as f:
+        rows = list(csv.DictReader(f))
+    seen = {(row["budget"], row["model"]) for row in rows}
+    want = {(b, m) for b in ("1", "2") for m in ("molt", "uniform", "transcoder")}
+    check(seen == want, f"CSV rows {sorted(seen)} != {sorted(want)}")
+    for row in rows:
+        for key in ("nmse", "l0", "active_rank", "jacobian_cosine", "parameters"):
+            check(math.isfinite(float(row[key])), f"{row['model']} N={row['budget']}: {key} = {row[key]}")
+        check(-1.0 <= float(row["jacobian_cosine"]) <= 1.0, f"cosine out of range: {row}")
+        check(float(row["nmse"]) >= 0 and float(row["l0"]) >= 0, f"negative metric: {row}")
+    # Same budget → nearly the same size: the uniform MOLT and the transcoder never exceed the
+    # reference MOLT and stay within 10% of it (the tiny d=32 budget is coarse).
+    for b in ("1", "2"):
+        size = {row["model"]: int(row["parameters"]) for row in rows if row["budget"] == b}
+        for m in ("uniform", "transcoder"):
+            check(0.9 * size["molt"] <= size[m] <= size["molt"], f"N={b} {m} has {size[m]} "
+                  f"parameters vs the MOLT's {size['molt']}")
+    for model in ("MOLT (reference schedule)", "MOLT (uniform rank)", "transcoder (matched)"):
+        check(model in r.stdout, f"table lacks {model}")
+    with open(os.path.join(out, "compare.png"), "rb") as f:
+        check(f.read(8) == b"\x89PNG\r\n\x1a\n", "compare.png is not a PNG")
+
+    # Rerunning finds every run finished (eval.json) and trains nothing again.
+    r2 = subprocess.run(cmd, capture_output=True, text=True)
+    check(r2.returncode == 0, f"rerun exited {r2.returncode}")
+    with open(os.path.join(out, "compare.csv")) as f:
+        check(list(csv.DictReader(f)) == rows, "a rerun changed the CSV")
+    print("compare_smoke: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
