@@ -4,6 +4,7 @@
 #include "passes/ProgramIR.h"
 
 #include "kernels/cuda/wrapper.h"
+#include "molt/tuning.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/JSON.h"
@@ -138,23 +139,6 @@ llvm::StringMap<Attribute> collectFacts(Operation *root) {
   return k;
 }
 
-/// "op(A=1,B=x)": how the tuning database names a specialised kernel.
-std::string tuningKey(const ::molt::KernelDesc &k) {
-  std::string key = k.op + "(";
-  bool first = true;
-  for (const auto &[name, value] : k.attrs) {
-    key += (first ? "" : ",") + name + "=";
-    first = false;
-    if (auto *i = std::get_if<int64_t>(&value))
-      key += std::to_string(*i);
-    else if (auto *d = std::get_if<double>(&value))
-      key += llvm::formatv("{0}", *d).str();
-    else
-      key += std::get<std::string>(value);
-  }
-  return key + ")";
-}
-
 /// Overrides the fields a tuning-database entry sets.
 void applyTuning(const llvm::json::Object &entry, ::molt::LaunchConfig &l) {
   if (const llvm::json::Array *block = entry.getArray("block"))
@@ -206,6 +190,30 @@ struct MoltLowerToKernelsPass : ::mlir::molt::impl::MoltLowerToKernelsBase<MoltL
         return signalPassFailure();
       }
       tuning = std::move(*parsed);
+      // molt-tune's database (docs/tuning.md) holds launches per device; a compile has no
+      // device, so every CUDA device's entries apply (the smallest device key wins a clash). A
+      // plain {signature: launch} object is read as it is.
+      if (auto *format = tuning->getAsObject()->getString("format");
+          format && *format == "molt-tuning/1") {
+        llvm::json::Object flat;
+        std::vector<std::string> keys; // sorted, so a clash resolves the same way every time
+        const llvm::json::Object *devices = tuning->getAsObject()->getObject("devices");
+        if (devices)
+          for (auto &device : *devices)
+            keys.push_back(device.first.str());
+        llvm::sort(keys);
+        for (const std::string &key : keys) {
+          const llvm::json::Object *d = devices->getObject(key);
+          const llvm::json::Object *kernels = d ? d->getObject("kernels") : nullptr;
+          if (!kernels || d->getString("kind") != std::optional<StringRef>("cuda"))
+            continue;
+          for (auto &kernel : *kernels)
+            if (auto *entry = kernel.second.getAsObject())
+              if (auto *launch = entry->getObject("launch"))
+                flat.try_emplace(kernel.first, llvm::json::Object(*launch));
+        }
+        tuning = llvm::json::Value(std::move(flat));
+      }
     }
 
     SmallVector<ProgramOp> programs(module.getOps<ProgramOp>());
@@ -270,7 +278,7 @@ struct MoltLowerToKernelsPass : ::mlir::molt::impl::MoltLowerToKernelsBase<MoltL
           ::molt::KernelDesc desc = kernelDesc(name, launch.op, attrDict);
           ::molt::LaunchConfig config = ::molt::cudaDefaultLaunch(desc);
           if (tuning)
-            if (auto *entryCfg = tuning->getAsObject()->getObject(tuningKey(desc)))
+            if (auto *entryCfg = tuning->getAsObject()->getObject(::molt::kernelSignature(desc)))
               applyTuning(*entryCfg, config);
           OpBuilder kb(firstEntry);
           auto kernel = kb.create<molt_k::KernelOp>(op.getLoc(), name, launch.op, "molt_" + name,

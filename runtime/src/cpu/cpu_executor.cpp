@@ -12,6 +12,7 @@
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/penalty.h"
 #include "kernels/cpu/transcoder.h"
+#include "molt/tuning.h"
 
 namespace molt {
 
@@ -19,7 +20,23 @@ template <typename S>
 StatusOr<std::unique_ptr<CpuExecutor<S>>> CpuExecutor<S>::create(const Plan &plan, int64_t batch) {
   std::unique_ptr<CpuExecutor<S>> exec(new CpuExecutor<S>(plan, batch));
   MOLT_RETURN_IF_ERROR(exec->initialize());
+  // A database that cannot be read only costs speed: the heuristic (default threads) runs.
+  const std::string dbPath = defaultTuningDbPath();
+  if (!dbPath.empty())
+    if (auto db = loadTuningDb(dbPath)) {
+      const std::string device = tuningDeviceKey("cpu", hostArch(), cpuDeviceName());
+      for (const KernelDesc &k : plan.kernels)
+        if (const TuningEntry *t = findTuning(*db, device, k))
+          exec->setKernelThreads(k.name, t->threads);
+    }
   return exec;
+}
+
+template <typename S> void CpuExecutor<S>::setKernelThreads(const std::string &kernel, int threads) {
+  if (threads > 0)
+    threads_[kernel] = threads;
+  else
+    threads_.erase(kernel);
 }
 
 template <typename S> S *CpuExecutor<S>::data(const std::string &name) {
@@ -104,6 +121,22 @@ cpu::PenaltyParams penaltyOf(const std::string &kind, double c) {
 } // namespace
 
 template <typename S> Status CpuExecutor<S>::launch(const KernelDesc &k, const Invocation &inv) {
+  auto tuned = threads_.find(k.name);
+  if (tuned == threads_.end())
+    return dispatch(k, inv);
+#ifdef _OPENMP
+  // The kernels size their parallel regions from omp_get_max_threads(), so this is the knob.
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(tuned->second);
+  Status s = dispatch(k, inv);
+  omp_set_num_threads(before);
+  return s;
+#else
+  return dispatch(k, inv);
+#endif
+}
+
+template <typename S> Status CpuExecutor<S>::dispatch(const KernelDesc &k, const Invocation &inv) {
   const std::string &op = k.op;
   const int64_t B = batch(), D = plan().model.d_model;
   const int64_t R = intAttr(k, "R"), N = intAttr(k, "N"), OFF = intAttr(k, "OFF");
@@ -186,19 +219,21 @@ template <typename S> Status CpuExecutor<S>::launch(const KernelDesc &k, const I
 template class CpuExecutor<float>;
 template class CpuExecutor<double>;
 
+std::string cpuDeviceName() {
+#ifdef MOLT_HAVE_BLAS
+  const char *blas = "OpenBLAS";
+#else
+  const char *blas = "no BLAS";
+#endif
+  return std::to_string(cpu::threadCount()) + "-thread CPU (" + blas + ")";
+}
+
 namespace {
 
 class CpuBackend final : public Backend {
 public:
   std::string name() const override { return "cpu"; }
-  std::string deviceName() const override {
-#ifdef MOLT_HAVE_BLAS
-    const char *blas = "OpenBLAS";
-#else
-    const char *blas = "no BLAS";
-#endif
-    return std::to_string(cpu::threadCount()) + "-thread CPU (" + blas + ")";
-  }
+  std::string deviceName() const override { return cpuDeviceName(); }
   StatusOr<std::unique_ptr<Executor>> prepare(const Plan &plan, const std::string &,
                                               int64_t batch) override {
     auto exec = CpuExecutor<float>::create(plan, batch);

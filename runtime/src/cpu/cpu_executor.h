@@ -25,6 +25,9 @@ public:
   /// Zero-copy access (Executor::storage / bind); only CpuExecutor<float> may alias f32 tensors.
   void *storage(const std::string &name) override { return info(name) ? raw(name) : nullptr; }
   Status bind(const std::string &name, void *external) override;
+  /// OpenMP threads for one kernel's launches (0: the default). create() sets these from the
+  /// tuning database (molt/tuning.h); molt-tune sets candidates while it times them.
+  void setKernelThreads(const std::string &kernel, int threads);
 
 protected:
   using ExecutorBase::ExecutorBase;
@@ -33,6 +36,7 @@ protected:
   Status readBytes(const BufferInfo &info, void *host) override;
   Status zeroBytes(const BufferInfo &info) override;
   Status launch(const KernelDesc &k, const Invocation &inv) override;
+  Status dispatch(const KernelDesc &k, const Invocation &inv); // launch() at the set threads
 
 private:
   struct FreeDeleter {
@@ -48,7 +52,11 @@ private:
 
   std::map<std::string, std::unique_ptr<void, FreeDeleter>> memory_;
   std::map<std::string, void *> bound_; // caller memory standing in for memory_ (bind())
+  std::map<std::string, int> threads_;  // tuned per-kernel thread counts
 };
+
+/// The CPU's name as Backend::deviceName() reports it (a tuning-database key part).
+std::string cpuDeviceName();
 
 extern template class CpuExecutor<float>;
 extern template class CpuExecutor<double>;

@@ -1,0 +1,416 @@
+// molt-tune schedule (schedule_search.h): candidates, short runs through molt-train/molt-eval,
+// successive halving, the CSV report and the winning spec.
+#include "tools/molt-tune/schedule_search.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "molt/io.h"
+
+namespace molt::tune {
+
+namespace fs = std::filesystem;
+
+int64_t RankSet::featureEquivalents() const {
+  int64_t f = 0;
+  for (size_t i = 0; i < ranks.size(); ++i)
+    f += ranks[i] * counts[i];
+  return f;
+}
+
+namespace {
+
+std::string joinInts(const std::vector<int64_t> &v, const char *sep) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i)
+    s += (i ? sep : "") + std::to_string(v[i]);
+  return s;
+}
+
+/// Counts giving bucket i the share w[i]/Σw of budget F (rounded down), the remainder going to
+/// the lowest rank; empty when the remainder does not divide or a bucket ends up empty.
+std::vector<int64_t> countsFor(const std::vector<int64_t> &ranks, const std::vector<double> &w,
+                               int64_t F) {
+  double total = 0;
+  for (double x : w)
+    total += x;
+  std::vector<int64_t> counts(ranks.size());
+  int64_t used = 0;
+  for (size_t i = 0; i + 1 < ranks.size(); ++i) {
+    counts[i] = int64_t(std::floor(F * w[i] / total / double(ranks[i])));
+    used += counts[i] * ranks[i];
+  }
+  int64_t rest = F - used, last = ranks.back();
+  if (rest <= 0 || rest % last != 0)
+    return {};
+  counts.back() = rest / last;
+  for (int64_t c : counts)
+    if (c < 1)
+      return {};
+  return counts;
+}
+
+} // namespace
+
+std::string RankSet::scheduleAttr() const {
+  return "#molt.schedule<ranks = [" + joinInts(ranks, ", ") + "], counts = [" +
+         joinInts(counts, ", ") + "]>";
+}
+
+std::vector<RankSet> rankCandidates(const RankSet &ref, int64_t dModel) {
+  const int64_t F = ref.featureEquivalents();
+  std::vector<RankSet> out{ref};
+  out.front().name = "reference";
+  std::set<std::pair<std::vector<int64_t>, std::vector<int64_t>>> seen{{ref.ranks, ref.counts}};
+  auto add = [&](std::string name, std::vector<int64_t> ranks, std::vector<int64_t> counts) {
+    if (counts.empty() || !seen.insert({ranks, counts}).second)
+      return;
+    for (int64_t r : ranks)
+      if (r < 1 || r > dModel)
+        return;
+    out.push_back({std::move(name), std::move(ranks), std::move(counts)});
+  };
+  // Uniform ranks: every rank of the reference (and the ones between) that divides the budget.
+  std::set<int64_t> uniform(ref.ranks.begin(), ref.ranks.end());
+  for (int64_t r = 1; r <= dModel; r *= 2)
+    if (r >= *uniform.begin() && r <= *uniform.rbegin())
+      uniform.insert(r);
+  for (int64_t r : uniform)
+    if (F % r == 0)
+      add("uniform-r" + std::to_string(r), {r}, {F / r});
+  // Shifted proportions: bucket i's budget share ∝ s^i (s < 1 favours high ranks).
+  const size_t n = ref.ranks.size();
+  for (double s : {0.5, 0.7, 1.4, 2.0}) {
+    std::vector<double> w(n);
+    for (size_t i = 0; i < n; ++i)
+      w[i] = std::pow(s, double(i));
+    char name[32];
+    std::snprintf(name, sizeof name, "shift-%.1f", s);
+    add(name, ref.ranks, countsFor(ref.ranks, w, F));
+  }
+  // Other rank sets: the reference's ranks halved and doubled, equal budget per bucket.
+  for (int factor : {-2, 2}) {
+    std::vector<int64_t> ranks;
+    for (int64_t r : ref.ranks)
+      ranks.push_back(factor > 0 ? r * factor : r / 2);
+    std::sort(ranks.rbegin(), ranks.rend());
+    ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
+    add(factor > 0 ? "ranks-x2" : "ranks-half", ranks,
+        countsFor(ranks, std::vector<double>(ranks.size(), 1.0), F));
+  }
+  return out;
+}
+
+double nmseAtL0(double l0a, double nmseA, double l0b, double nmseB, double l0) {
+  if (l0a <= 0 || l0b <= 0 || std::abs(std::log(l0a) - std::log(l0b)) < 1e-9)
+    return nmseA;
+  double xa = std::log(l0a), xb = std::log(l0b), x = std::log(l0);
+  const double span = std::abs(xb - xa), lo = std::min(xa, xb) - span, hi = std::max(xa, xb) + span;
+  x = std::clamp(x, lo, hi);
+  return nmseA + (nmseB - nmseA) * (x - xa) / (xb - xa);
+}
+
+namespace {
+
+std::string shellQuote(const std::string &s) {
+  std::string q = "'";
+  for (char c : s)
+    q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+/// Runs a tool, returning its stdout+stderr; an error carrying the output's last line on failure.
+StatusOr<std::string> runTool(const std::vector<std::string> &args) {
+  std::string cmd;
+  for (const std::string &a : args)
+    cmd += shellQuote(a) + " ";
+  cmd += "2>&1";
+  FILE *pipe = popen(cmd.c_str(), "r");
+  if (!pipe)
+    return internalError("cannot run " + args.front());
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0)
+    out.append(buf, n);
+  int rc = pclose(pipe);
+  if (rc != 0) {
+    std::string tail = out;
+    while (!tail.empty() && tail.back() == '\n')
+      tail.pop_back();
+    size_t nl = tail.rfind('\n');
+    return internalError(fs::path(args.front()).filename().string() + " failed: " +
+                         (nl == std::string::npos ? tail : tail.substr(nl + 1)));
+  }
+  return out;
+}
+
+/// What `molt-opt --molt-describe` says about a layer: the one place counts are computed.
+struct Described {
+  RankSet ranks;
+  int64_t dModel = 0, params = 0;
+  double lambda = 0;
+};
+
+StatusOr<Described> describe(const std::string &tools, const std::string &spec,
+                             const std::string &layer) {
+  auto text = runTool({tools + "/molt-opt", "--molt-describe", spec, "-o", "/dev/null"});
+  if (!text)
+    return text.status();
+  std::istringstream in(*text);
+  std::string line;
+  Described d;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("molt.", 0) == 0) {
+      if (inside)
+        break;
+      inside = line.rfind("molt.layer @", 0) == 0 &&
+               (layer.empty() || line.rfind("molt.layer " + layer + ":", 0) == 0);
+      if (inside) {
+        size_t at = line.find("d_model = ");
+        d.dModel = at == std::string::npos ? 0 : std::atoll(line.c_str() + at + 10);
+        d.ranks.name = line.substr(11, line.find(':') - 11);
+      }
+      continue;
+    }
+    if (!inside)
+      continue;
+    long long r, c, f, p;
+    if (std::sscanf(line.c_str(), " %lld %lld %lld %lld", &r, &c, &f, &p) == 4) {
+      d.ranks.ranks.push_back(r);
+      d.ranks.counts.push_back(c);
+    } else if (size_t at = line.find("parameters "); at != std::string::npos) {
+      d.params = std::atoll(line.c_str() + at + 11);
+    }
+  }
+  if (d.ranks.ranks.empty() || d.dModel <= 0)
+    return invalidArgument(spec + ": no molt.layer" + (layer.empty() ? "" : " " + layer) +
+                           " with a rank schedule");
+  return d;
+}
+
+/// The spec text with the layer's schedule attribute replaced.
+StatusOr<std::string> withSchedule(const std::string &spec, const std::string &layer,
+                                   const RankSet &r) {
+  size_t at = spec.find("molt.layer " + layer);
+  size_t open = at == std::string::npos ? at : spec.find("#molt.schedule<", at);
+  if (open == std::string::npos)
+    return invalidArgument("cannot find the schedule of " + layer + " in the spec text");
+  size_t close = spec.find('>', open);
+  return spec.substr(0, open) + r.scheduleAttr() + spec.substr(close + 1);
+}
+
+/// The λ the spec's layer trains with (its penalty's `lambda = ...`).
+double specLambda(const std::string &spec, const std::string &layer) {
+  size_t at = spec.find("molt.layer " + layer);
+  size_t end = at == std::string::npos ? at : spec.find("\n  }", at);
+  size_t l = at == std::string::npos ? at : spec.find("lambda = ", at);
+  return l == std::string::npos || (end != std::string::npos && l > end)
+             ? 0.0
+             : std::atof(spec.c_str() + l + 9);
+}
+
+struct RunResult {
+  double l0 = 0, nmse = 0;
+};
+
+} // namespace
+
+Status searchSchedule(const ScheduleSearchOptions &o) {
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  auto specText = readFile(o.spec);
+  if (!specText)
+    return specText.status();
+  auto ref = describe(o.toolDir, o.spec, o.layer);
+  if (!ref)
+    return ref.status();
+  const std::string layer = ref->ranks.name;
+  const double lambda = specLambda(*specText, layer);
+  if (lambda <= 0)
+    return invalidArgument(o.spec + ": " + layer + " has no positive penalty lambda to match L0 with");
+  const std::string work = o.work.empty() ? o.out + ".runs" : o.work;
+  MOLT_RETURN_IF_ERROR(makeDirs(work));
+  const std::string resultsPath = work + "/results.json";
+  nlohmann::json results = nlohmann::json::object();
+  if (pathExists(resultsPath)) {
+    auto text = readFile(resultsPath);
+    if (!text)
+      return text.status();
+    results = nlohmann::json::parse(*text, nullptr, false);
+    if (!results.is_object())
+      return invalidArgument(resultsPath + " is not a results file (delete it to start over)");
+  }
+
+  std::vector<RankSet> cands = rankCandidates(ref->ranks, ref->dModel);
+  std::map<std::string, int64_t> params;
+  for (const RankSet &c : cands) {
+    auto text = withSchedule(*specText, layer, c);
+    if (!text)
+      return text.status();
+    const std::string path = work + "/" + c.name + ".mlir";
+    MOLT_RETURN_IF_ERROR(writeFileAtomic(path, *text));
+    auto d = describe(o.toolDir, path, layer);
+    if (!d)
+      return d.status().withContext(c.name);
+    params[c.name] = d->params;
+  }
+  if (!o.quiet)
+    std::printf("%zu candidates at %lld feature-equivalents (reference %lld parameters), "
+                "lambda %g (and x or / %g)\n",
+                cands.size(), (long long)ref->ranks.featureEquivalents(),
+                (long long)ref->params, lambda, o.lambdaFactor);
+
+  // One short run: cached in results.json (written atomically after each), so a rerun resumes.
+  auto train = [&](const RankSet &c, double lam, int64_t steps) -> StatusOr<RunResult> {
+    char key[128];
+    std::snprintf(key, sizeof key, "%s|%g|%lld", c.name.c_str(), lam, (long long)steps);
+    if (results.contains(key))
+      return RunResult{results[key]["l0"].get<double>(), results[key]["nmse"].get<double>()};
+    const std::string run = work + "/" + c.name + "-" + std::to_string(steps) +
+                            (lam == lambda ? "-a" : "-b");
+    std::error_code ec;
+    fs::remove_all(run, ec); // a run an interruption cut short
+    auto t = runTool({o.toolDir + "/molt-train", work + "/" + c.name + ".mlir", "--layer", layer,
+                      "--data", o.data, "--out", run, "--steps", std::to_string(steps), "--batch",
+                      std::to_string(o.batch), "--lambda", std::to_string(lam), "--quiet",
+                      "--checkpoint-every", std::to_string(steps)});
+    if (!t)
+      return t.status();
+    auto e = runTool({o.toolDir + "/molt-eval", run, "--data", o.val, "--json"});
+    if (!e)
+      return e.status();
+    auto j = nlohmann::json::parse(e->substr(e->find('{')), nullptr, false);
+    if (!j.is_object() || !j.contains("nmse") || !j.contains("l0"))
+      return internalError("molt-eval printed no nmse/l0 for " + run);
+    RunResult r{j["l0"].get<double>(), j["nmse"].get<double>()};
+    results[key] = {{"l0", r.l0}, {"nmse", r.nmse}};
+    MOLT_RETURN_IF_ERROR(writeFileAtomic(resultsPath, results.dump(1)));
+    return r;
+  };
+
+  struct Row {
+    std::string name;
+    int round;
+    int64_t steps;
+    double lambdaB;
+    RunResult a, b;
+    double target, score;
+  };
+  std::vector<Row> rows;
+  std::vector<size_t> alive(cands.size());
+  for (size_t i = 0; i < alive.size(); ++i)
+    alive[i] = i;
+  std::string baseline; // the best uniform candidate of round 0, kept to the end
+  std::vector<Row> lastRound;
+  bool outOfTime = false;
+  for (int round = 0; !outOfTime; ++round) {
+    const int64_t steps = o.steps << round;
+    std::vector<Row> thisRound;
+    double target = 0;
+    for (size_t i : alive) { // alive[0] is always the reference: its L0 is the target
+      if (o.timeLimit > 0 && elapsed() > o.timeLimit) {
+        outOfTime = true;
+        break;
+      }
+      const RankSet &c = cands[i];
+      auto a = train(c, lambda, steps);
+      if (!a)
+        return a.status().withContext(c.name);
+      if (i == 0)
+        target = a->l0;
+      // The second λ moves L0 toward the target, so the interpolation brackets it when it can.
+      const double lamB = a->l0 >= target ? lambda * o.lambdaFactor : lambda / o.lambdaFactor;
+      auto b = train(c, lamB, steps);
+      if (!b)
+        return b.status().withContext(c.name);
+      Row row{c.name, round, steps, lamB, *a, *b, target,
+              nmseAtL0(a->l0, a->nmse, b->l0, b->nmse, target)};
+      thisRound.push_back(row);
+      rows.push_back(row);
+      if (!o.quiet) {
+        std::printf("round %d, %lld steps, %-12s L0 %6.2f/%6.2f  NMSE %.4f/%.4f  at L0 %.2f: "
+                    "%.4f  (%.0f s)\n",
+                    round, (long long)steps, c.name.c_str(), a->l0, b->l0, a->nmse, b->nmse,
+                    target, row.score, elapsed());
+        std::fflush(stdout);
+      }
+    }
+    if (thisRound.size() == alive.size())
+      lastRound = thisRound;
+    if (outOfTime || alive.size() <= 3)
+      break;
+    if (round == 0) {
+      double best = 1e300;
+      for (const Row &r : thisRound)
+        if (r.name.rfind("uniform", 0) == 0 && r.score < best)
+          best = r.score, baseline = r.name;
+    }
+    // Successive halving: the better half goes on at twice the steps; the reference and the
+    // uniform baseline always do, so the last round compares like with like.
+    std::vector<size_t> order(thisRound.size());
+    for (size_t i = 0; i < order.size(); ++i)
+      order[i] = i;
+    std::sort(order.begin(), order.end(),
+              [&](size_t x, size_t y) { return thisRound[x].score < thisRound[y].score; });
+    std::vector<size_t> next{0};
+    size_t keep = (alive.size() + 1) / 2;
+    for (size_t k = 0; k < order.size(); ++k) {
+      size_t ci = alive[order[k]];
+      bool anchor = cands[ci].name == baseline;
+      if (ci != 0 && (k < keep || anchor))
+        next.push_back(ci);
+    }
+    alive = next;
+  }
+  if (lastRound.empty())
+    return unavailable("the time limit ran out before one round finished (rerun to resume)");
+
+  // The CSV report: every run, every round.
+  std::string csv = "candidate,ranks,counts,feature_equivalents,parameters,round,steps,lambda_a,"
+                    "l0_a,nmse_a,lambda_b,l0_b,nmse_b,target_l0,nmse_at_target\n";
+  for (const Row &r : rows) {
+    const RankSet &c = *std::find_if(cands.begin(), cands.end(),
+                                     [&](const RankSet &x) { return x.name == r.name; });
+    char line[512];
+    std::snprintf(line, sizeof line, "%s,%s,%s,%lld,%lld,%d,%lld,%g,%.4f,%.6f,%g,%.4f,%.6f,%.4f,%.6f\n",
+                  c.name.c_str(), joinInts(c.ranks, " ").c_str(), joinInts(c.counts, " ").c_str(),
+                  (long long)c.featureEquivalents(), (long long)params[c.name], r.round,
+                  (long long)r.steps, lambda, r.a.l0, r.a.nmse, r.lambdaB, r.b.l0,
+                  r.b.nmse, r.target, r.score);
+    csv += line;
+  }
+  const std::string csvPath = fs::path(o.out).replace_extension(".csv").string();
+  MOLT_RETURN_IF_ERROR(writeFileAtomic(csvPath, csv));
+
+  const Row &best = *std::min_element(lastRound.begin(), lastRound.end(),
+                                      [](const Row &x, const Row &y) { return x.score < y.score; });
+  const RankSet &winner = *std::find_if(cands.begin(), cands.end(),
+                                        [&](const RankSet &x) { return x.name == best.name; });
+  auto text = withSchedule(*specText, layer, winner);
+  if (!text)
+    return text.status();
+  MOLT_RETURN_IF_ERROR(writeFileAtomic(o.out, *text));
+  std::printf("best: %s %s (%lld parameters), NMSE %.4f at L0 %.2f after %lld steps\n",
+              winner.name.c_str(), winner.scheduleAttr().c_str(), (long long)params[winner.name],
+              best.score, best.target, (long long)best.steps);
+  for (const Row &r : lastRound)
+    if (r.name == baseline || r.name == "reference")
+      std::printf("  vs %s (%lld parameters): NMSE %.4f at the same L0 and steps\n", r.name.c_str(),
+                  (long long)params[r.name], r.score);
+  std::printf("wrote %s and %s\n", o.out.c_str(), csvPath.c_str());
+  return Status::ok();
+}
+
+} // namespace molt::tune
