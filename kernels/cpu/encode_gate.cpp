@@ -13,6 +13,25 @@ namespace molt::cpu {
 
 namespace {
 
+/// The threshold the gate applies to transform t: θ⁺ = max(θ_t, 0) for JumpReLU, so a learned
+/// θ below 0 makes the gate a ReLU rather than letting negative pre-activations through with a
+/// negative g (which the tanh penalty would reward); 0 for ReLU and TopK. A NaN θ reads as 0,
+/// as CUDA's fmaxf does.
+template <typename S> S threshold(const GateParams &gate, const S *theta, int64_t t) {
+  if (gate.kind != GateKind::JumpReLU)
+    return S(0);
+  return theta[t] > S(0) ? theta[t] : S(0);
+}
+
+/// Open: pre > θ⁺ (the gate passes pre and its gradient). Listed TopK pairs already passed
+/// their selection, so the same test holds for every gate.
+template <typename S> bool gateOpen(S pre, S thresholdPlus) { return pre > thresholdPlus; }
+
+/// g = pre·H(pre − θ⁺): never negative.
+template <typename S> S gateValue(S pre, S thresholdPlus) {
+  return gateOpen(pre, thresholdPlus) ? pre : S(0);
+}
+
 /// Appends the transforms token i lists to `out`, in ascending order, after adding the bias
 /// into its pre row.
 template <typename S>
@@ -24,7 +43,7 @@ void listToken(int64_t T, const GateParams &gate, S biasSign, const S *encB, con
   case GateKind::JumpReLU: {
     S half = S(gate.bandwidth / 2);
     for (int64_t t = 0; t < T; ++t)
-      if (preRow[t] > theta[t] - half)
+      if (preRow[t] > threshold(gate, theta, t) - half)
         out.push_back(int32_t(t));
     break;
   }
@@ -47,12 +66,6 @@ void listToken(int64_t T, const GateParams &gate, S biasSign, const S *encB, con
     break;
   }
   }
-}
-
-template <typename S> S gateValue(const GateParams &gate, S pre, S theta) {
-  if (gate.kind == GateKind::JumpReLU)
-    return pre > theta ? pre : S(0);
-  return pre > S(0) ? pre : S(0);
 }
 
 } // namespace
@@ -104,7 +117,7 @@ void encodeGate(int64_t B, int64_t T, int64_t D, const GateParams &gate, S biasS
         int32_t t = listed[size_t(p)][j];
         int64_t at = next[t]++;
         S a = pre[i * T + t];
-        S g = gateValue(gate, a, theta ? theta[t] : S(0));
+        S g = gateValue(a, threshold(gate, theta, t));
         pairTok[at] = int32_t(i);
         pairPre[at] = a;
         pairGate[at] = g;
@@ -124,12 +137,13 @@ void gateBwd(int64_t T, int64_t D, const GateParams &gate, S biasSign, const S *
     S *row = dEncW + t * D;
     std::fill(row, row + D, S(0));
     S db = 0, dth = 0;
+    const S th = threshold(gate, theta, t);
     for (int32_t p = pairs.ptr[t]; p < pairs.ptr[t + 1]; ++p) {
       S dg = pairDgate[p], a = pairs.pre[p];
-      bool open = jump ? a > theta[t] : a > S(0);
-      if (jump && eps > S(0) && std::abs(a - theta[t]) < eps / 2)
-        dth += dg * (-theta[t] / eps);
-      if (!open || dg == S(0))
+      // The STE slope −θ⁺/ε is 0 for θ ≤ 0: θ below 0 moves nothing, so it gets no gradient.
+      if (jump && eps > S(0) && std::abs(a - th) < eps / 2)
+        dth += dg * (-th / eps);
+      if (!gateOpen(a, th) || dg == S(0))
         continue;
       db += dg;
       const S *xr = x + int64_t(pairs.tok[p]) * D;

@@ -26,8 +26,9 @@ template <typename S> struct PairLists {
 };
 
 /// pre = x·encWᵀ + biasSign·encB (molt: biasSign = −1, transcoder: +1); gates every pair and
-/// writes the listed ones per transform. Listed: pre > θ − ε/2 (JumpReLU), pre > 0 (ReLU), among
-/// the token's k largest with pre > 0 (TopK, ties to the lower index). stats[3] += #(g > 0).
+/// writes the listed ones per transform. JumpReLU applies θ⁺ = max(θ, 0), so g = pre·H(pre − θ⁺)
+/// ≥ 0 whatever θ is learned. Listed: pre > θ⁺ − ε/2 (JumpReLU), pre > 0 (ReLU), among the
+/// token's k largest with pre > 0 (TopK, ties to the lower index). stats[3] += #(g > 0).
 /// theta may be null unless the gate is JumpReLU.
 template <typename S>
 void encodeGate(int64_t B, int64_t T, int64_t D, const GateParams &gate, S biasSign, const S *x,
@@ -35,8 +36,8 @@ void encodeGate(int64_t B, int64_t T, int64_t D, const GateParams &gate, S biasS
                 int32_t *pairTok, S *pairGate, S *pairPre, int32_t *pairCount, S *stats);
 
 /// Overwrites dEncW [T,D], dEncB [T] and (JumpReLU, when dTheta is not null) dTheta [T] from
-/// the gate gradients of the listed pairs: da = dg·H(pre − θ) (ReLU/TopK: dg·[pre > 0]),
-/// dEncW_t = Σ da·x, dEncB_t = biasSign·Σ da, dθ_t = Σ dg·(−θ/ε)·[|pre − θ| < ε/2].
+/// the gate gradients of the listed pairs: da = dg·H(pre − θ⁺) (ReLU/TopK: dg·[pre > 0]),
+/// dEncW_t = Σ da·x, dEncB_t = biasSign·Σ da, dθ_t = Σ dg·(−θ⁺/ε)·[|pre − θ⁺| < ε/2] (0 for θ ≤ 0).
 template <typename S>
 void gateBwd(int64_t T, int64_t D, const GateParams &gate, S biasSign, const S *x, const S *theta,
              const PairLists<S> &pairs, const S *pairDgate, S *dEncW, S *dEncB, S *dTheta);

@@ -81,6 +81,25 @@ __device__ __forceinline__ void waitCount(unsigned *counter, unsigned target) {
   __syncthreads();
 }
 
+/// The gate of encode_gate / tc_encode and their backward, in one place (docs/bundle.md).
+/// JumpReLU applies th = max(theta, 0), so g = pre H(pre - th) is never negative whatever theta
+/// is learned (theta <= 0 makes it a ReLU); ReLU applies 0. `th` below is always that threshold.
+template <int GATE> struct GateRule {
+  static_assert(GATE != kGateTopK, "topk gates are not implemented on CUDA yet");
+  /// The applied threshold of list t (fmaxf also reads a NaN theta as 0, as the CPU backend does).
+  __device__ __forceinline__ static float threshold(const float *theta, long long t) {
+    return GATE == kGateJumpRelu ? fmaxf(theta[t], 0.f) : 0.f;
+  }
+  /// Listed: the pair enters the CSR lists (g may still be 0: the near-threshold pairs).
+  __device__ __forceinline__ static bool listed(float pre, float th, float bandwidth) {
+    return GATE == kGateJumpRelu ? pre > th - 0.5f * bandwidth : pre > 0.f;
+  }
+  __device__ __forceinline__ static bool open(float pre, float th) { return pre > th; }
+  __device__ __forceinline__ static float gate(float pre, float th) {
+    return open(pre, th) ? pre : 0.f;
+  }
+};
+
 template <int IM, int IN> __device__ __forceinline__ void zeroTile(float (&c)[IM][IN]) {
 #pragma unroll
   for (int i = 0; i < IM; ++i)

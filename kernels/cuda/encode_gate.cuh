@@ -16,17 +16,6 @@
 namespace molt {
 namespace k {
 
-template <int GATE> struct GateRule {
-  static_assert(GATE != kGateTopK, "topk gates are not implemented on CUDA yet");
-  /// Listed: the pair enters the CSR lists (g may still be 0: the near-threshold pairs).
-  __device__ __forceinline__ static bool listed(float pre, float theta, float bandwidth) {
-    return GATE == kGateJumpRelu ? pre > theta - 0.5f * bandwidth : pre > 0.f;
-  }
-  __device__ __forceinline__ static float gate(float pre, float theta) {
-    return GATE == kGateJumpRelu ? (pre > theta ? pre : 0.f) : fmaxf(pre, 0.f);
-  }
-};
-
 template <class C, int T, bool PLUS_BIAS> __device__ __forceinline__ void encodeImpl(const Args &a) {
   constexpr int D = C::D, TH = C::threads, TM = 64, TN = 64, KT = 32, ITEMS = 8;
   constexpr int G = C::gate;
@@ -83,7 +72,7 @@ template <class C, int T, bool PLUS_BIAS> __device__ __forceinline__ void encode
       const int tt = n0 + acc.col(j);
       if (tt >= T)
         continue;
-      const float bias = b[tt], th = G == kGateJumpRelu ? theta[tt] : 0.f;
+      const float bias = b[tt], th = Rule::threshold(theta, tt);
       int listed = 0;
 #pragma unroll
       for (int i = 0; i < acc.IM; ++i) {
@@ -93,7 +82,7 @@ template <class C, int T, bool PLUS_BIAS> __device__ __forceinline__ void encode
         const float p = PLUS_BIAS ? acc.c[i][j] + bias : acc.c[i][j] - bias;
         pre[tok * T + tt] = p;
         listed += Rule::listed(p, th, bw);
-        active += Rule::gate(p, th) > 0.f ? 1.f : 0.f;
+        active += Rule::open(p, th) ? 1.f : 0.f;
       }
       if (listed)
         atomicAdd(&colCount[acc.col(j)], listed);
@@ -134,7 +123,7 @@ template <class C, int T, bool PLUS_BIAS> __device__ __forceinline__ void encode
         pcount[0] = total;
       }
     }
-    const float th = G == kGateJumpRelu ? theta[t] : 0.f;
+    const float th = Rule::threshold(theta, t);
     long long run = prefix;
     for (long long base = 0; base < B; base += (long long)TH * ITEMS) {
       const long long tok0 = base + (long long)threadIdx.x * ITEMS;

@@ -12,7 +12,7 @@ namespace k {
 template <class C, int LISTS, bool PLUS_BIAS> __device__ __forceinline__ void gateBwdImpl(const Args &a) {
   constexpr int D = C::D, TH = C::threads, CD = (D + TH - 1) / TH;
   constexpr int G = C::gate;
-  static_assert(G != kGateTopK, "topk gates are not implemented on CUDA yet");
+  using Rule = GateRule<G>;
   const float *x = arg<float>(a, 0), *theta = arg<float>(a, 1);
   const int *pptr = arg<int>(a, 2), *ptok = arg<int>(a, 3);
   const float *ppre = arg<float>(a, 4), *pdgate = arg<float>(a, 6);
@@ -25,7 +25,7 @@ template <class C, int LISTS, bool PLUS_BIAS> __device__ __forceinline__ void ga
   __shared__ float scratch[32];
 
   for (long long t = blockIdx.x; t < LISTS; t += gridDim.x) {
-    const float th = G == kGateJumpRelu ? theta[t] : 0.f;
+    const float th = Rule::threshold(theta, t);
     float acc[CD];
 #pragma unroll
     for (int q = 0; q < CD; ++q)
@@ -37,13 +37,10 @@ template <class C, int LISTS, bool PLUS_BIAS> __device__ __forceinline__ void ga
       float da = 0.f;
       if (p < end) {
         const float pre = ppre[p], dg = pdgate[p];
-        if (G == kGateJumpRelu) {
-          da = pre > th ? dg : 0.f;
-          if (fabsf(pre - th) < 0.5f * eps)
-            sumDth += dg * (-th / eps);
-        } else {
-          da = pre > 0.f ? dg : 0.f;
-        }
+        da = Rule::open(pre, th) ? dg : 0.f;
+        // The STE slope -th/eps uses the applied threshold, so it is 0 for theta <= 0.
+        if (G == kGateJumpRelu && fabsf(pre - th) < 0.5f * eps)
+          sumDth += dg * (-th / eps);
         sumDa += da;
         toks[threadIdx.x] = ptok[p];
       }
@@ -80,7 +77,8 @@ template <class C, int LISTS, bool PLUS_BIAS> __device__ __forceinline__ void ga
   }
 }
 
-/// d_enc_w_t = sum da x; d_enc_b_t = -sum da; d_theta_t = sum dg (-theta/eps) [|pre-theta| < eps/2].
+/// With th = max(theta, 0): da = dg [pre > th]; d_enc_w_t = sum da x; d_enc_b_t = -sum da;
+/// d_theta_t = sum dg (-th/eps) [|pre-th| < eps/2].
 template <class C> __device__ __forceinline__ void gate_bwd(const Args &a) {
   gateBwdImpl<C, int(C::T), false>(a);
 }

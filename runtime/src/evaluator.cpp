@@ -44,10 +44,11 @@ Status runBatch(Executor &exec, const float *x, const float *y, int64_t n, int64
   gate.resize(size_t(gi->numel()));
   MOLT_RETURN_IF_ERROR(exec.read("pair_ptr", ptr.data(), pi->bytes()));
   MOLT_RETURN_IF_ERROR(exec.read("pair_gate", gate.data(), gi->bytes()));
-  // Active means g != 0 (as the trainer counts): L0 and the per-bucket L0s then agree.
+  // Active means g > 0, as the kernels count stats[3] and the trainer counts (gates are never
+  // negative: docs/bundle.md), so L0, the per-bucket L0s and stats[3] all agree.
   for (size_t t = 0; t + 1 < ptr.size() && t < acc.perTransform.size(); ++t)
     for (int32_t p = ptr[t]; p < ptr[t + 1] && size_t(p) < gate.size(); ++p) {
-      bool on = gate[size_t(p)] != 0.0f;
+      bool on = gate[size_t(p)] > 0.0f;
       acc.perTransform[t] += on;
       acc.active += on;
     }

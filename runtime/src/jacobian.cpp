@@ -509,10 +509,11 @@ void activeUnits(const ReplacementLayer &L, const double *x, std::vector<ActiveU
         out.push_back({t, pre[size_t(t)], pre[size_t(t)]});
     return;
   }
+  // JumpReLU opens at θ⁺ = max(θ, 0) (docs/bundle.md), so a gate is never negative.
   const bool jump = L.gate == "jumprelu";
   for (int64_t t = 0; t < L.units; ++t) {
     double a = pre[size_t(t)];
-    if (jump ? a > L.theta[size_t(t)] : a > 0)
+    if (a > (jump ? std::max(L.theta[size_t(t)], 0.0) : 0.0))
       out.push_back({t, a, a});
   }
 }

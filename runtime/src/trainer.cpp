@@ -169,10 +169,10 @@ StatusOr<StepStats> Trainer::step() {
   return s;
 }
 
-// A transform is active in a batch when one of its listed pairs has a non-zero gate
-// (listed pairs with g = 0 are the near-threshold ones kept for θ's gradient). Returns the
-// number of active (token, transform) pairs, counted the same way as molt-eval counts them
-// (g != 0, so a negative gate counts as active), or -1 for a plan without pair lists.
+// A transform is active in a batch when one of its listed pairs has g > 0 (listed pairs with
+// g = 0 are the near-threshold ones kept for θ's gradient). Returns the number of active
+// (token, transform) pairs, counted as the kernels count stats[3] and molt-eval counts L0, or
+// -1 for a plan without pair lists.
 StatusOr<int64_t> Trainer::trackActivity() {
   const BufferInfo *ptr = exec_.info("pair_ptr");
   const BufferInfo *gate = exec_.info("pair_gate");
@@ -187,7 +187,7 @@ StatusOr<int64_t> Trainer::trackActivity() {
   for (size_t i = 0; i < t; ++i) {
     int64_t here = 0;
     for (int32_t p = pairPtr_[i]; p < pairPtr_[i + 1] && size_t(p) < pairGate_.size(); ++p)
-      here += pairGate_[size_t(p)] != 0.0f;
+      here += pairGate_[size_t(p)] > 0.0f;
     if (here > 0)
       state_.lastActive[i] = state_.tokens;
     active += here;

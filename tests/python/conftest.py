@@ -24,7 +24,8 @@ def reference_forward(model, p, x):
     gate = model["gate"]["kind"]
     if model["kind"] == "molt":
         pre = x @ P["enc_w"].T - P["enc_b"]
-        g = pre * (pre > P["theta"]) if gate == "jumprelu" else np.maximum(pre, 0)
+        # JumpReLU applies θ⁺ = max(θ, 0) (docs/bundle.md), so g ≥ 0.
+        g = pre * (pre > np.maximum(P["theta"], 0)) if gate == "jumprelu" else np.maximum(pre, 0)
         y = np.zeros_like(x)
         t = 0
         for k, b in enumerate(model["buckets"]):

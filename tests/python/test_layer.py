@@ -101,10 +101,11 @@ def test_theta_gradient_is_the_rectangle_estimator(fixture_bundle):
     x = rows(64, 8, seed=7)
     dy = rows(64, 8, seed=8)
     g = layer.backward(x, dy)
-    # d_theta_t = Σ dg·(−θ/ε)·[|pre−θ| < ε/2], dg = ⟨U_t V_t x, δ⟩ (docs/bundle.md, gate_bwd).
+    # d_theta_t = Σ dg·(−θ⁺/ε)·[|pre−θ⁺| < ε/2] with θ⁺ = max(θ, 0), dg = ⟨U_t V_t x, δ⟩
+    # (docs/bundle.md, gate_bwd).
     X, P = x.astype(np.float64), {k: v.astype(np.float64) for k, v in p.items()}
     pre = X @ P["enc_w"].T - P["enc_b"]
-    eps, theta = layer.model["gate"]["bandwidth"], P["theta"]
+    eps, theta = layer.model["gate"]["bandwidth"], np.maximum(P["theta"], 0)
     want = np.zeros_like(theta)
     t = 0
     for k, b in enumerate(layer.model["buckets"]):

@@ -13,20 +13,21 @@ from conftest import random_params  # noqa: E402
 
 
 class JumpReLU(torch.autograd.Function):
-    """g = pre·H(pre − θ); θ's gradient is the rectangle straight-through estimator of
-    docs/bundle.md (gate_bwd): Σ dg·(−θ/ε)·[|pre − θ| < ε/2]."""
+    """g = pre·H(pre − θ⁺) with θ⁺ = max(θ, 0), so g ≥ 0; θ's gradient is the rectangle
+    straight-through estimator of docs/bundle.md (gate_bwd): Σ dg·(−θ⁺/ε)·[|pre − θ⁺| < ε/2]."""
 
     @staticmethod
     def forward(ctx, pre, theta, eps):
-        ctx.save_for_backward(pre, theta)
+        th = theta.clamp(min=0)
+        ctx.save_for_backward(pre, th)
         ctx.eps = eps
-        return pre * (pre > theta)
+        return pre * (pre > th)
 
     @staticmethod
     def backward(ctx, dg):
-        pre, theta = ctx.saved_tensors
-        near = ((pre - theta).abs() < ctx.eps / 2).to(dg.dtype)
-        return dg * (pre > theta), (dg * (-theta / ctx.eps) * near).sum(0), None
+        pre, th = ctx.saved_tensors
+        near = ((pre - th).abs() < ctx.eps / 2).to(dg.dtype)
+        return dg * (pre > th), (dg * (-th / ctx.eps) * near).sum(0), None
 
 
 def reference_molt(model, P, x):

@@ -110,7 +110,7 @@ inline Reference referenceForward(const Plan &plan, const Tensors &p, const std:
     }
     for (int64_t t = 0; t < T; ++t) {
       if (m.gate.kind == "jumprelu")
-        g[t] = pre[t] > p.at("theta")[size_t(t)] ? pre[t] : 0.0;
+        g[t] = pre[t] > std::max(p.at("theta")[size_t(t)], 0.0) ? pre[t] : 0.0; // θ⁺
       else if (m.gate.kind == "relu")
         g[t] = std::max(pre[t], 0.0);
       else { // topk: rank among the token's pre-activations, ties to the lower index

@@ -3,6 +3,7 @@
 // explicit product, Adam against a hand-computed step, loss statistics, determinism.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -53,30 +54,81 @@ TEST(EncodeGate, ListsExactlyThePairsAboveTheWindowPerTransformInTokenOrder) {
   auto x = normal(B * D, 1, rng), w = normal(T * D, 0.4, rng), b = normal(T, 0.2, rng),
        theta = normal(T, 0.3, rng);
   GateParams g{GateKind::JumpReLU, 0.2, 0};
+  // Some thresholds are negative: the gate must apply θ⁺ = max(θ, 0) (docs/bundle.md).
+  ASSERT_LT(*std::min_element(theta.begin(), theta.end()), -0.1);
   Encoded<double> e = encode<double>(B, T, D, g, -1.0, x, w, b, theta);
 
-  int64_t listed = 0, active = 0;
+  int64_t listed = 0, active = 0, negativeOpenBelowZero = 0;
   for (int64_t t = 0; t < T; ++t) {
     ASSERT_EQ(e.ptr[size_t(t)], listed) << "transform " << t;
+    const double thPlus = std::max(theta[size_t(t)], 0.0);
     for (int64_t i = 0; i < B; ++i) {
       double a = -b[size_t(t)];
       for (int64_t j = 0; j < D; ++j)
         a += x[size_t(i * D + j)] * w[size_t(t * D + j)];
       ASSERT_NEAR(e.pre[size_t(i * T + t)], a, 1e-12);
-      if (a <= theta[size_t(t)] - 0.1)
+      negativeOpenBelowZero += a > theta[size_t(t)] && a < 0;
+      if (a <= thPlus - 0.1)
         continue;
       ASSERT_EQ(e.tok[size_t(listed)], i);
       EXPECT_EQ(e.pairPre[size_t(listed)], e.pre[size_t(i * T + t)]);
-      EXPECT_EQ(e.gate[size_t(listed)], a > theta[size_t(t)] ? e.pre[size_t(i * T + t)] : 0.0);
-      active += a > theta[size_t(t)] && a > 0;
+      EXPECT_EQ(e.gate[size_t(listed)], a > thPlus ? e.pre[size_t(i * T + t)] : 0.0);
+      EXPECT_GE(e.gate[size_t(listed)], 0.0);
+      active += a > thPlus;
       ++listed;
     }
   }
+  // Pairs a raw-θ gate would have passed with a negative g did occur, and were gated off.
+  EXPECT_GT(negativeOpenBelowZero, 0);
   EXPECT_EQ(e.ptr[size_t(T)], listed);
   EXPECT_EQ(e.count, listed);
   EXPECT_EQ(e.stats[3], double(active));
   EXPECT_GT(listed, 0);
   EXPECT_LT(listed, B * T);
+}
+
+// gate_bwd with thresholds on both sides of 0: da = dg·H(pre − θ⁺), dθ = Σ dg·(−θ⁺/ε) over the
+// window |pre − θ⁺| < ε/2, hence exactly 0 wherever θ ≤ 0 though pairs sit in that window.
+TEST(GateBwd, UsesTheEffectiveThresholdAndGivesNoThetaGradientBelowZero) {
+  const int64_t B = 41, T = 8, D = 5;
+  const double eps = 0.3;
+  std::mt19937_64 rng(3);
+  auto x = normal(B * D, 1, rng), w = normal(T * D, 0.5, rng), b = std::vector<double>(T, 0.0);
+  std::vector<double> theta(T);
+  for (int64_t t = 0; t < T; ++t)
+    theta[size_t(t)] = t % 2 ? -0.5 + 0.1 * double(t) : 0.05 + 0.05 * double(t);
+  GateParams g{GateKind::JumpReLU, eps, 0};
+  Encoded<double> e = encode<double>(B, T, D, g, 1.0, x, w, b, theta);
+  std::vector<double> dg = normal(size_t(e.count), 1, rng);
+  std::vector<double> dW(static_cast<size_t>(T * D)), dB(static_cast<size_t>(T)),
+      dTh(static_cast<size_t>(T));
+  gateBwd<double>(T, D, g, 1.0, x.data(), theta.data(), e.lists(), dg.data(), dW.data(),
+                  dB.data(), dTh.data());
+  int64_t nearZeroThreshold = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const double thPlus = std::max(theta[size_t(t)], 0.0);
+    double wantB = 0, wantTh = 0;
+    std::vector<double> wantW(size_t(D), 0.0);
+    for (int32_t p = e.ptr[size_t(t)]; p < e.ptr[size_t(t + 1)]; ++p) {
+      const double a = e.pairPre[size_t(p)];
+      if (std::abs(a - thPlus) < eps / 2) {
+        wantTh += dg[size_t(p)] * (-thPlus / eps);
+        nearZeroThreshold += theta[size_t(t)] <= 0;
+      }
+      if (a > thPlus) {
+        wantB += dg[size_t(p)];
+        for (int64_t j = 0; j < D; ++j)
+          wantW[size_t(j)] += dg[size_t(p)] * x[size_t(e.tok[size_t(p)] * D + j)];
+      }
+    }
+    EXPECT_NEAR(dB[size_t(t)], wantB, 1e-12) << "transform " << t;
+    EXPECT_NEAR(dTh[size_t(t)], wantTh, 1e-12) << "transform " << t;
+    if (theta[size_t(t)] <= 0)
+      EXPECT_EQ(dTh[size_t(t)], 0.0) << "transform " << t;
+    for (int64_t j = 0; j < D; ++j)
+      EXPECT_NEAR(dW[size_t(t * D + j)], wantW[size_t(j)], 1e-12);
+  }
+  EXPECT_GT(nearZeroThreshold, 0); // the window around θ⁺ = 0 held pairs
 }
 
 TEST(EncodeGate, TopKListsTheKLargestPositivePreActivationsOfEachToken) {

@@ -3,6 +3,7 @@
 // straight-through pseudo-gradient against the formula of docs/bundle.md computed independently.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -24,6 +25,13 @@ constexpr double kMargin = 0.02;
 
 std::string fixture(const std::string &name) {
   return std::string(MOLT_SOURCE_DIR) + "/tests/fixtures/" + name;
+}
+
+/// A gtest-legal test name from a fixture name (dashes become underscores).
+std::string testNameOf(const ::testing::TestParamInfo<const char *> &info) {
+  std::string s = info.param;
+  std::replace(s.begin(), s.end(), '-', '_');
+  return s;
 }
 
 class Harness {
@@ -77,15 +85,16 @@ public:
     return st[0] / kBatch + kLambda * st[2] / kBatch;
   }
 
-  /// Random weights and data; θ (JumpReLU) drawn near the middle of the pre-activations.
-  void randomise(std::mt19937_64 &rng) {
+  /// Random weights and data; θ (JumpReLU) drawn uniformly from [thetaLo, thetaHi), by default
+  /// near the middle of the pre-activations.
+  void randomise(std::mt19937_64 &rng, double thetaLo = -0.2, double thetaHi = 0.4) {
     for (const ParamDesc &p : plan_.params) {
       std::vector<double> v(size_t(exec_->info(p.name)->numel()));
       double std = p.init.kind == "normal" ? p.init.value : 0.3;
       test::fillNormal(v, std, rng);
       if (p.name == "theta")
         for (double &e : v)
-          e = std::uniform_real_distribution<double>(-0.2, 0.4)(rng);
+          e = std::uniform_real_distribution<double>(thetaLo, thetaHi)(rng);
       std::copy(v.begin(), v.end(), exec_->data(p.name));
     }
     for (const char *name : {"x", "y"}) {
@@ -103,7 +112,7 @@ public:
       for (int64_t t = 0; t < r.T; ++t) {
         double a = row[size_t(t)];
         if (g.kind == "jumprelu") {
-          if (std::abs(a - exec_->data("theta")[t]) < g.bandwidth / 2 + kMargin)
+          if (std::abs(a - thetaPlus(t)) < g.bandwidth / 2 + kMargin)
             return false;
         } else if (std::abs(a) < kMargin) {
           return false;
@@ -118,6 +127,9 @@ public:
     return true;
   }
 
+  /// The threshold the gate applies: θ⁺ = max(θ, 0) (docs/bundle.md).
+  double thetaPlus(int64_t t) { return std::max(exec_->data("theta")[t], 0.0); }
+
 private:
   Plan plan_;
   std::unique_ptr<CpuExecutor<double>> exec_;
@@ -125,13 +137,13 @@ private:
 
 class GradientCheck : public ::testing::TestWithParam<const char *> {};
 
-TEST_P(GradientCheck, EveryParameterMatchesCentralDifferences) {
-  Harness h(GetParam());
-  ASSERT_TRUE(h.ok());
-  std::mt19937_64 rng(1234);
+/// Draws inputs away from the gate's kinks, runs train_step, and checks stats against the dense
+/// reference and every parameter's gradient against central differences of eval's loss.
+void checkAgainstFiniteDifferences(Harness &h, std::mt19937_64 &rng, double thetaLo,
+                                   double thetaHi) {
   int tries = 0;
   do {
-    h.randomise(rng);
+    h.randomise(rng, thetaLo, thetaHi);
     ASSERT_LT(++tries, 500) << "could not draw inputs away from the gate's kinks";
   } while (!h.awayFromKinks(h.reference()));
 
@@ -162,7 +174,7 @@ TEST_P(GradientCheck, EveryParameterMatchesCentralDifferences) {
       largest = std::max(largest, std::abs(fd));
       if (std::abs(fd - analytic) > 1e-8 + 1e-6 * std::max(std::abs(fd), std::abs(analytic)) &&
           ++bad <= 3) {
-        ADD_FAILURE() << GetParam() << ": d_" << p.name << "[" << e << "] = " << analytic
+        ADD_FAILURE() << h.plan().model.kind << ": d_" << p.name << "[" << e << "] = " << analytic
                       << ", finite difference " << fd;
       }
     }
@@ -174,18 +186,21 @@ TEST_P(GradientCheck, EveryParameterMatchesCentralDifferences) {
   }
 }
 
+TEST_P(GradientCheck, EveryParameterMatchesCentralDifferences) {
+  Harness h(GetParam());
+  ASSERT_TRUE(h.ok());
+  std::mt19937_64 rng(1234);
+  checkAgainstFiniteDifferences(h, rng, -0.2, 0.4);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, GradientCheck,
                          ::testing::Values("tiny-molt", "tiny-molt-relu-l1", "tiny-transcoder",
                                            "tiny-transcoder-topk", "tiny-transcoder-jumprelu"),
-                         [](const auto &info) {
-                           std::string s = info.param;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+                         testNameOf);
 
 class ThetaStraightThrough : public ::testing::TestWithParam<const char *> {};
 
-// θ gets the rectangle-kernel pseudo-gradient Σ dg·(−θ/ε)·[|pre − θ| < ε/2]; place some
+// θ gets the rectangle-kernel pseudo-gradient Σ dg·(−θ⁺/ε)·[|pre − θ⁺| < ε/2]; place some
 // pre-activations inside the window (listed, gate 0) and check against dg from the dense
 // reference.
 TEST_P(ThetaStraightThrough, MatchesTheRectangleFormula) {
@@ -198,7 +213,7 @@ TEST_P(ThetaStraightThrough, MatchesTheRectangleFormula) {
   Reference r = h.reference();
   double *theta = h.exec().data("theta");
   // Odd transforms: token 0 sits just below θ (in the window, closed); even ones: token 1 sits
-  // just above θ (in the window, open).
+  // just above θ (in the window, open). A θ this lands below 0 applies as 0.
   for (int64_t t = 0; t < r.T; ++t)
     theta[t] = t % 2 ? r.pre[size_t(t)] + eps / 4 : r.pre[size_t(r.T + t)] - eps / 4;
   r = h.reference();
@@ -206,26 +221,71 @@ TEST_P(ThetaStraightThrough, MatchesTheRectangleFormula) {
   const double *dTheta = h.exec().data("d_theta");
   int inWindow = 0;
   for (int64_t t = 0; t < r.T; ++t) {
+    const double th = h.thetaPlus(t);
     double expect = 0;
     for (int64_t i = 0; i < kBatch; ++i) {
       double a = r.pre[size_t(i * r.T + t)];
-      if (std::abs(a - theta[t]) < eps / 2) {
-        expect += r.dGate[size_t(i * r.T + t)] * (-theta[t] / eps);
-        ++inWindow;
+      if (std::abs(a - th) < eps / 2) {
+        expect += r.dGate[size_t(i * r.T + t)] * (-th / eps);
+        inWindow += th > 0;
       }
     }
     EXPECT_NEAR(dTheta[t], expect, 1e-10 * (1 + std::abs(expect))) << "transform " << t;
   }
-  EXPECT_GE(inWindow, r.T);
+  EXPECT_GE(inWindow, r.T / 4);
 }
 
 INSTANTIATE_TEST_SUITE_P(JumpReLU, ThetaStraightThrough,
-                         ::testing::Values("tiny-molt", "tiny-transcoder-jumprelu"),
-                         [](const auto &info) {
-                           std::string s = info.param;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+                         ::testing::Values("tiny-molt", "tiny-transcoder-jumprelu"), testNameOf);
+
+// Negative thresholds (training with λ ≥ 0.05 drove half of θ down to −0.97): the
+// gate must apply θ⁺ = max(θ, 0), so no gate is negative, the penalty is ≥ 0, θ ≤ 0 gets no
+// gradient, and the analytic gradients still match finite differences away from the kinks.
+class NegativeThreshold : public ::testing::TestWithParam<const char *> {};
+
+TEST_P(NegativeThreshold, GatesStayNonNegativeAndGradientsMatch) {
+  Harness h(GetParam());
+  ASSERT_TRUE(h.ok());
+  std::mt19937_64 rng(7);
+  // Every θ in [−0.97, −0.05): a raw-θ gate would pass every pre in (θ, 0) with g < 0.
+  checkAgainstFiniteDifferences(h, rng, -0.97, -0.05);
+
+  // Now without keeping away from the kinks, so that listed pairs sit in the STE window
+  // around θ⁺ = 0, where a raw-θ estimator would have given θ a gradient.
+  const double eps = h.model().gate.bandwidth;
+  int64_t negativeUnderRawTheta = 0, inWindow = 0;
+  for (int round = 0; round < 20; ++round) {
+    h.randomise(rng, -0.97, -0.05);
+    Reference r = h.reference();
+    const double *theta = h.exec().data("theta");
+    for (int64_t i = 0; i < kBatch; ++i)
+      for (int64_t t = 0; t < r.T; ++t) {
+        double a = r.pre[size_t(i * r.T + t)];
+        negativeUnderRawTheta += a > theta[t] && a < 0;
+      }
+    ASSERT_TRUE(h.exec().run("train_step").isOk());
+    const double *stats = h.exec().data("stats");
+    EXPECT_GE(stats[2], 0.0) << "penalty";
+    EXPECT_NEAR(stats[2], r.penalty, 1e-10 * (1 + r.penalty));
+    const int64_t listed = *h.exec().intData("pair_count");
+    const double *gate = h.exec().data("pair_gate"), *pre = h.exec().data("pair_pre");
+    int64_t positive = 0;
+    for (int64_t p = 0; p < listed; ++p) {
+      EXPECT_EQ(gate[p], pre[p] > 0 ? pre[p] : 0.0) << "pair " << p << ": θ ≤ 0 gates as a ReLU";
+      positive += gate[p] > 0;
+      inWindow += std::abs(pre[p]) < eps / 2;
+    }
+    EXPECT_EQ(stats[3], double(positive)) << "stats[3] counts g > 0";
+    const double *dTheta = h.exec().data("d_theta");
+    for (int64_t t = 0; t < r.T; ++t)
+      EXPECT_EQ(dTheta[t], 0.0) << "transform " << t;
+  }
+  EXPECT_GT(negativeUnderRawTheta, 0) << "no pre in (θ, 0): the check would be vacuous";
+  EXPECT_GT(inWindow, 0) << "no listed pair in the window around 0: dθ = 0 proves nothing";
+}
+
+INSTANTIATE_TEST_SUITE_P(JumpReLU, NegativeThreshold,
+                         ::testing::Values("tiny-molt", "tiny-transcoder-jumprelu"), testNameOf);
 
 } // namespace
 } // namespace molt

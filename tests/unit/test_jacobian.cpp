@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -105,7 +106,8 @@ double gateMargin(const ReplacementLayer &L, const double *x) {
     for (int64_t j = 0; j < L.d; ++j)
       a += L.enc_w[size_t(t * L.d + j)] * x[j];
     pre[size_t(t)] = a;
-    m = std::min(m, std::fabs(a - (L.gate == "jumprelu" ? L.theta[size_t(t)] : 0.0)));
+    // JumpReLU opens at θ⁺ = max(θ, 0) (docs/bundle.md).
+    m = std::min(m, std::fabs(a - (L.gate == "jumprelu" ? std::max(L.theta[size_t(t)], 0.0) : 0.0)));
   }
   if (L.gate == "topk") {
     std::sort(pre.begin(), pre.end(), std::greater<double>());
@@ -209,6 +211,44 @@ TEST(Jacobian, TranscoderGatesMatchFiniteDifferences) {
   checkLayerAgainstFiniteDifferences(randomTranscoder(6, 15, "relu", 0, true, 13), "tc/relu+skip");
   checkLayerAgainstFiniteDifferences(randomTranscoder(6, 15, "jumprelu", 0, false, 14), "tc/jumprelu");
   checkLayerAgainstFiniteDifferences(randomTranscoder(6, 15, "topk", 4, true, 15), "tc/topk+skip");
+}
+
+// A learned θ below 0 applies as θ⁺ = 0: the JumpReLU layer is then exactly the ReLU layer
+// with the same weights (never a negative gate for pre in (θ, 0)), and J still matches
+// finite differences.
+TEST(Jacobian, NegativeThresholdsGateAsRelu) {
+  Model m = randomMolt(7, {{4, 2}, {2, 3}}, "jumprelu", 16);
+  for (float &t : m.params["theta"])
+    t = -t - 0.2f;
+  checkLayerAgainstFiniteDifferences(m, "molt/jumprelu θ<0");
+  Model relu = m;
+  relu.desc.gate.kind = "relu";
+  relu.params.erase("theta");
+  ReplacementLayer L = layerOf(m), R = layerOf(relu);
+  std::vector<double> xs = safePoints(L, nullptr, 8, 1e-3, 9);
+  std::vector<double> J(size_t(L.d * L.d)), JR(J.size());
+  int64_t belowZero = 0;
+  for (int p = 0; p < 8; ++p) {
+    const double *x = &xs[size_t(p * L.d)];
+    std::vector<ActiveUnit> act, actR;
+    activeUnits(L, x, act);
+    activeUnits(R, x, actR);
+    ASSERT_EQ(act.size(), actR.size()) << "point " << p;
+    for (size_t q = 0; q < act.size(); ++q) {
+      EXPECT_EQ(act[q].index, actR[q].index);
+      EXPECT_GT(act[q].gate, 0.0);
+    }
+    replacementJacobian(L, x, J.data());
+    replacementJacobian(R, x, JR.data());
+    EXPECT_EQ(J, JR) << "point " << p;
+    for (int64_t t = 0; t < L.units; ++t) {
+      double a = L.enc_sign * L.enc_b[size_t(t)];
+      for (int64_t j = 0; j < L.d; ++j)
+        a += L.enc_w[size_t(t * L.d + j)] * x[j];
+      belowZero += a > L.theta[size_t(t)] && a < 0;
+    }
+  }
+  EXPECT_GT(belowZero, 0) << "no pre in (θ, 0): the test checks nothing";
 }
 
 TEST(Jacobian, TeacherMatchesFiniteDifferencesForEveryActivation) {

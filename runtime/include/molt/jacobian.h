@@ -3,8 +3,8 @@
 //
 // All host float64 with OpenMP over tokens; results do not depend on the thread count.
 // Gate derivatives: every gate here is piecewise linear with slope 1 where it is open
-// (JumpReLU: g = a·H(a−θ); ReLU: g = max(a,0); TopK: the selection is locally constant), so
-// φ'(a_t) = 1 on the active set and 0 elsewhere; the delta at the threshold is ignored (it
+// (JumpReLU: g = a·H(a−θ⁺), θ⁺ = max(θ,0); ReLU: g = max(a,0); TopK: the selection is locally
+// constant), so φ'(a_t) = 1 on the active set and 0 elsewhere; the delta at the threshold is ignored (it
 // has measure zero, and finite differences never see it away from thresholds).
 #pragma once
 
