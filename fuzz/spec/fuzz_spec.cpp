@@ -10,6 +10,8 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
 
 #include <cstdint>
 
@@ -27,8 +29,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   // A fresh context per input: uniqued attributes would otherwise pile up over a long run.
   mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
   context.getDiagEngine().registerHandler([](mlir::Diagnostic &) { return mlir::success(); });
+  // molt-opt parses a file buffer, which LLVM ends with a NUL that MLIR's lexer relies on to
+  // stop; a copy gives the fuzz input that terminator (the raw bytes have none).
+  llvm::SourceMgr sources;
+  sources.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(text, "fuzz.mlir"),
+                             llvm::SMLoc());
   mlir::OwningOpRef<mlir::ModuleOp> module =
-      mlir::parseSourceString<mlir::ModuleOp>(text, &context); // verifies too
+      mlir::parseSourceFile<mlir::ModuleOp>(sources, &context); // verifies too
   if (!module)
     return 0;
   mlir::PassManager pm(&context);
