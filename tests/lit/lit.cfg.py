@@ -14,6 +14,11 @@ config.test_exec_root = os.path.join(config.molt_obj_root, "tests", "lit")
 
 config.environment["PATH"] = os.pathsep.join(
     [config.molt_tools_dir, config.llvm_tools_dir, config.environment.get("PATH", "")])
+# lit hands tests a clean environment; keep the caller's OpenMP settings (ctest sets
+# OMP_WAIT_POLICY=PASSIVE so parallel tests do not spin against each other).
+for name in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS"):
+    if name in os.environ:
+        config.environment[name] = os.environ[name]
 
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%examples", os.path.join(config.molt_src_root, "examples", "specs")))

@@ -11,6 +11,8 @@ import os
 import re
 import sys
 
+# Importing from the source tree must not leave a __pycache__ among the fixture folders.
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "fixtures"))
 from make_fixture import OPS  # noqa: E402
 
