@@ -6,6 +6,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <unistd.h>
@@ -23,6 +24,20 @@ namespace {
 
 volatile std::sig_atomic_t gInterrupted = 0;
 void onInterrupt(int) { gInterrupted = 1; }
+
+// A run killed inside writeFileAtomic leaves <file>.tmp-<pid> behind (never read). One
+// checkpoint-sized file per kill would fill a preempted job's disk, so a start clears them:
+// only this run writes into RUN.
+void removeStaleTemps(const std::string &dir) {
+  std::error_code ec;
+  for (const std::filesystem::directory_entry &e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const size_t at = name.rfind(".tmp-");
+    if (at != std::string::npos && at + 5 < name.size() &&
+        name.find_first_not_of("0123456789", at + 5) == std::string::npos)
+      std::filesystem::remove(e.path(), ec);
+  }
+}
 
 struct RunPaths {
   std::string dir, bundle, checkpoint, metrics, weights;
@@ -249,6 +264,7 @@ Status TrainRun::prepare() {
 
   // Only now is the run directory touched.
   MOLT_RETURN_IF_ERROR(makeDirs(opts_.out));
+  removeStaleTemps(opts_.out);
   if (opts_.resume) {
     MOLT_RETURN_IF_ERROR(truncateMetrics(paths_.metrics, state_.step));
   } else {
