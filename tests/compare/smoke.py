@@ -3,6 +3,7 @@
 that the CSV names every model at every budget with finite metrics, and that the PNG is a PNG."""
 import argparse
 import csv
+import json
 import math
 import os
 import shutil
@@ -37,7 +38,7 @@ def main():
                    check=True, stdout=subprocess.DEVNULL)
     cmd = [python, os.path.join(ROOT, "scripts", "compare"), "--data", data, "--out", out,
            "--bin", args.bin, "--budgets", "1,2", "--steps", "6", "--batch", "64",
-           "--lambdas", "0.001", "--transcoder-lambdas", "0.01", "--jacobian-rows", "32",
+           "--lambdas", "0.001", "--transcoder-lambdas", "0.01", "--molt-u-init", "1,0.5", "--jacobian-rows", "32",
            "--device", "cpu"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     check(r.returncode == 0, f"scripts/compare exited {r.returncode}: {r.stderr.strip()[-400:]}")
@@ -47,6 +48,7 @@ def main():
     seen = {(row["budget"], row["model"]) for row in rows}
     want = {(b, m) for b in ("1", "2") for m in ("molt", "uniform", "transcoder")}
     check(seen == want, f"CSV rows {sorted(seen)} != {sorted(want)}")
+    check(len(rows) == 10, f"{len(rows)} rows, want 2 budgets x (2 MOLTs x 2 U inits + 1 transcoder)")
     for row in rows:
         for key in ("nmse", "l0", "active_rank", "jacobian_cosine", "parameters"):
             check(math.isfinite(float(row[key])), f"{row['model']} N={row['budget']}: {key} = {row[key]}")
@@ -61,6 +63,17 @@ def main():
                   f"parameters vs the MOLT's {size['molt']}")
     for model in ("MOLT (reference schedule)", "MOLT (uniform rank)", "transcoder (matched)"):
         check(model in r.stdout, f"table lacks {model}")
+    # --molt-u-init 0.5 halves the initial std of every U factor and nothing else.
+    def inits(run):
+        with open(os.path.join(out, "runs", run, "bundle", "manifest.json")) as f:
+            return {p["name"]: p["init"] for p in json.load(f)["params"]}
+    plain, scaled = inits("N1-molt-lam0.001"), inits("N1-molt-lam0.001-u0.5")
+    check(plain.keys() == scaled.keys(), "the scaled bundle has other params")
+    for name, init in plain.items():
+        if name.startswith("u"):
+            check(math.isclose(scaled[name]["std"], 0.5 * init["std"]), f"{name}: {scaled[name]}")
+        else:
+            check(scaled[name] == init, f"{name} changed: {init} -> {scaled[name]}")
     with open(os.path.join(out, "compare.png"), "rb") as f:
         check(f.read(8) == b"\x89PNG\r\n\x1a\n", "compare.png is not a PNG")
 
