@@ -193,7 +193,7 @@ struct MoltLowerToKernelsPass : ::mlir::molt::impl::MoltLowerToKernelsBase<MoltL
       // molt-tune's database (docs/tuning.md) holds launches per device; a compile has no
       // device, so every CUDA device's entries apply (the smallest device key wins a clash). A
       // plain {signature: launch} object is read as it is.
-      if (auto *format = tuning->getAsObject()->getString("format");
+      if (auto format = tuning->getAsObject()->getString("format");
           format && *format == "molt-tuning/1") {
         llvm::json::Object flat;
         std::vector<std::string> keys; // sorted, so a clash resolves the same way every time

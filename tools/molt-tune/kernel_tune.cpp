@@ -42,7 +42,7 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-std::string percent(double heuristic, double best) {
+std::string speedup(double heuristic, double best) {
   char text[64];
   std::snprintf(text, sizeof text, "%.2fx", best > 0 ? heuristic / best : 1.0);
   return text;
@@ -324,17 +324,44 @@ Status tuneKernels(const KernelTuneOptions &o) {
     if (!o.quiet) {
       std::printf("[%zu/%zu] %-20s %zu candidates  heuristic %9.1f us  best %9.1f us (%s)  %s\n",
                   index, plan->kernels.size(), k.name.c_str(), cands.size(), e.heuristicUs,
-                  e.bestUs, winner.label.c_str(), percent(heuristic, best).c_str());
+                  e.bestUs, winner.label.c_str(), speedup(heuristic, best).c_str());
       std::fflush(stdout);
     }
   }
-  // The whole step, heuristic against tuned, without profiling's per-launch syncs.
-  auto steps = bench.time({Choice{}, tuned}, in, o.warmup, o.repeats * 2, false);
-  if (!steps)
-    return steps.status();
-  const double before = (*steps)[0][""], after = (*steps)[1][""];
-  std::printf("train_step: heuristic %.3f ms, tuned %.3f ms (%s)\n", before * 1e3, after * 1e3,
-              percent(before, after).c_str());
+  // The whole step, without profiling's syncs: the heuristic, the per-kernel winners, and (on
+  // the CPU) every kernel at one thread count. Per-kernel times miss how kernels interact (an
+  // OpenMP team resized between kernels stalls on a loaded machine), so the step decides.
+  std::vector<Choice> steps{Choice{}, tuned};
+  std::vector<std::string> labels{"heuristic", "per-kernel"};
+  if (o.device == "cpu")
+    for (int t = 1; t <= hw; t = t * 2 > hw && t != hw ? hw : t * 2) {
+      Choice all;
+      for (const KernelDesc &k : plan->kernels)
+        all[k.name] = {t, {}, std::to_string(t) + " threads"};
+      steps.push_back(all);
+      labels.push_back("all at " + std::to_string(t) + " threads");
+    }
+  auto times = bench.time(steps, in, o.warmup, o.repeats * 2, false);
+  if (!times)
+    return times.status();
+  size_t best = 0;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if ((*times)[i][""] < (*times)[best][""])
+      best = i;
+    std::printf("train_step %-22s %9.3f ms\n", labels[i].c_str(), (*times)[i][""] * 1e3);
+  }
+  if (best != 1) { // the database keeps what made the step fastest
+    for (const KernelDesc &k : plan->kernels) {
+      auto c = steps[best].find(k.name);
+      TuningEntry &e = dev.kernels[kernelSignature(k)];
+      e.threads = c == steps[best].end() ? 0 : c->second.threads;
+      e.launch = c == steps[best].end() ? cudaDefaultLaunch(k) : c->second.launch;
+    }
+    MOLT_RETURN_IF_ERROR(saveTuningDb(*db, o.db));
+  }
+  const double before = (*times)[0][""], after = (*times)[best][""];
+  std::printf("train_step: heuristic %.3f ms, tuned %.3f ms (%s, %s)\n", before * 1e3,
+              after * 1e3, labels[best].c_str(), speedup(before, after).c_str());
   return Status::ok();
 }
 

@@ -77,8 +77,8 @@ int main(int argc, char **argv) {
   schedule->add_option("--steps", s.steps, "training steps per run in round 0")->check(CLI::Range(1, 10000000));
   schedule->add_option("--batch", s.batch, "tokens per step")->check(CLI::Range(1, 1 << 20));
   schedule->add_option("--lambda-factor", s.lambdaFactor,
-                       "second run per candidate at lambda x or / this (toward the reference's "
-                       "L0), to interpolate NMSE at that L0")->check(CLI::Range(1.01, 1000.0));
+                       "candidates above the round's lowest L0 train again at lambda x this, to "
+                       "interpolate their NMSE at that L0")->check(CLI::Range(1.01, 1000.0));
   schedule->add_option("--work", s.work, "run folders and results.json (default: OUT.runs)");
   schedule->add_flag("--quiet", s.quiet, "only the result lines");
 
