@@ -115,7 +115,11 @@ TEST(Tools, TrainRejectsBadInputWithOneLine) {
       {bad + "/nolayer --data " + good + out, "no train_step entry point"},
       {bad + "/empty-bundle --data " + good + out, "manifest.json"},
       {bad + "/no-such-bundle --data " + good + out, "no bundle directory"},
+#ifdef MOLT_TEST_HAVE_COMPILER
+      {bad + "/spec.mlir --data " + good + out, "cannot read"},
+#else
       {bad + "/spec.mlir --data " + good + out, "cannot compile specs"},
+#endif
       {kFixture + " --data " + good + out + " --device tpu", "tpu"},
       {kFixture + " --data " + good + " --out " + bad + "/run --steps 0", "must be positive"},
       {kFixture + " --data " + good + out + " --bogus", "bogus"},
