@@ -82,6 +82,12 @@ def main():
     check(r2.returncode == 0, f"rerun exited {r2.returncode}")
     with open(os.path.join(out, "compare.csv")) as f:
         check(list(csv.DictReader(f)) == rows, "a rerun changed the CSV")
+    # Other settings on the same --out: refused in one line, the finished runs left alone.
+    r3 = subprocess.run([a if a != "6" else "7" for a in cmd], capture_output=True, text=True)
+    check(r3.returncode == 1 and r3.stderr.splitlines()[-1].startswith("compare: error:")
+          and "other settings" in r3.stderr, f"changed --steps: exit {r3.returncode}, {r3.stderr!r}")
+    check(os.path.isfile(os.path.join(out, "runs", "N1-molt-lam0.001", "eval.json")),
+          "a refused rerun removed a finished run")
     print("compare_smoke: ok")
     return 0
 
