@@ -37,8 +37,9 @@ std::vector<Candidate> candidates(const KernelDesc &k, const std::string &device
 /// Multiply-adds one launch does at `batch` tokens (the cost model's unit), roughly.
 double estimatedWork(const KernelDesc &k, int64_t batch, int64_t dModel);
 
-/// Tunes every kernel not yet in the database, saving after each one; prints a per-kernel
-/// report and the whole train step's time before and after.
+/// Tunes every kernel not yet in the database, saving after each one; then times the whole
+/// train step (heuristic, per-kernel winners, CPU: every kernel at one thread count) and keeps
+/// the fastest of those in the database. Prints a line per kernel and per step configuration.
 Status tuneKernels(const KernelTuneOptions &options);
 
 } // namespace molt::tune

@@ -36,6 +36,7 @@ int main(int argc, char **argv) {
                "Both searches save after every measurement: Ctrl-C and rerun to resume.",
                "molt-tune"};
   app.require_subcommand(1);
+  app.fallthrough(); // --tools may follow the subcommand too
   std::string toolDir = selfDir();
   app.add_option("--tools", toolDir, "folder with molt-opt, molt-compile, molt-train, molt-eval "
                                      "(default: next to molt-tune)");

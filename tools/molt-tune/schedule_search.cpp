@@ -268,7 +268,7 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
   }
   if (!o.quiet)
     std::printf("%zu candidates at %lld feature-equivalents (reference %lld parameters), "
-                "lambda %g (and x or / %g)\n",
+                "lambda %g (x %g above the round's lowest L0)\n",
                 cands.size(), (long long)ref->ranks.featureEquivalents(),
                 (long long)ref->params, lambda, o.lambdaFactor);
 
