@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Smoke test of scripts/compare: tiny molt-synth data, two budgets, a few steps per model; checks
-that the CSV names every model at every budget with finite metrics, and that the PNG is a PNG."""
+"""Smoke test of scripts/compare: its matched-L0 interpolation on synthetic rows, then tiny
+molt-synth data, two budgets, a few steps per model; checks that the CSV names every model at
+every budget with finite metrics, and that the PNGs are PNGs."""
 import argparse
 import csv
+import importlib.machinery
+import importlib.util
 import json
 import math
 import os
@@ -20,6 +23,46 @@ def check(cond, what):
         sys.exit(1)
 
 
+def load_compare():
+    path = os.path.join(ROOT, "scripts", "compare")  # no .py suffix, so an explicit loader
+    loader = importlib.machinery.SourceFileLoader("compare", path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("compare", loader))
+    loader.exec_module(module)
+    return module
+
+
+def check_matched():
+    """Interpolation linear in log L0 between a kind's bracketing runs, "-" outside them."""
+    compare = load_compare()
+    def row(model, lam, l0, rank, nmse, cos):
+        return {"budget": 1, "model": model, "u_init": "", "lambda": lam, "l0": l0,
+                "active_rank": rank, "nmse": nmse, "jacobian_cosine": cos}
+    rows = [row("molt", 0.01, 10, 100, 0.30, 0.40), row("molt", 0.001, 40, 400, 0.20, 0.50),
+            row("uniform", 0.001, 15, 240, 0.22, 0.45),
+            row("transcoder", 1, 5, 5, 0.40, 0.20), row("transcoder", 0.1, 20, 20, 0.30, 0.30),
+            row("transcoder", 0.01, 80, 80, 0.25, 0.35)]
+    mrows, notes = compare.matched(rows, "l0")
+    got = {(r["target"], r["model"]): (r["nmse"], r["jacobian_cosine"]) for r in mrows}
+    # Targets: every run's L0 inside [10, 40], where both the MOLT and the transcoder have runs.
+    # Each target between two runs sits halfway in log L0 (10 of 5..20, 20 of 10..40, 40 of
+    # 20..80), so it gets the mean of their metrics; the single uniform run matches only itself.
+    check(sorted({t for t, _ in got}) == [10, 15, 20, 40], f"targets {sorted(got)}")
+    want = {(10, "molt"): (0.30, 0.40), (10, "transcoder"): (0.35, 0.25), (10, "uniform"): None,
+            (15, "uniform"): (0.22, 0.45), (20, "molt"): (0.25, 0.45),
+            (20, "transcoder"): (0.30, 0.30), (40, "transcoder"): (0.275, 0.325),
+            (40, "molt"): (0.20, 0.50), (40, "uniform"): None}
+    for key, value in want.items():
+        if value is None:
+            check(got[key] == ("", ""), f"{key} extrapolated: {got[key]}")
+        else:
+            check(all(math.isclose(a, b, abs_tol=1e-12) for a, b in zip(got[key], value)),
+                  f"{key}: {got[key]} != {value}")
+    check(notes == [], f"unexpected notes {notes}")
+    # On active rank the MOLT spans 100-400 and the transcoder 5-80: nothing to match.
+    mrows, notes = compare.matched(rows, "active_rank")
+    check(mrows == [] and len(notes) == 1 and "no common active rank" in notes[0], f"{notes}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--bin", required=True, help="folder with molt-synth, molt-opt, molt-train, molt-eval")
@@ -31,6 +74,7 @@ def main():
         print("compare_smoke: matplotlib is missing (scripts/bootstrap installs it); skipped")
         return SKIP
 
+    check_matched()
     shutil.rmtree(args.work, ignore_errors=True)
     data, out = os.path.join(args.work, "data"), os.path.join(args.work, "out")
     subprocess.run([os.path.join(args.bin, "molt-synth"), "--out", data, "--d", "32",
@@ -74,8 +118,12 @@ def main():
             check(math.isclose(scaled[name]["std"], 0.5 * init["std"]), f"{name}: {scaled[name]}")
         else:
             check(scaled[name] == init, f"{name} changed: {init} -> {scaled[name]}")
-    with open(os.path.join(out, "compare.png"), "rb") as f:
-        check(f.read(8) == b"\x89PNG\r\n\x1a\n", "compare.png is not a PNG")
+    for png in ("compare.png", "compare-rank.png"):
+        with open(os.path.join(out, png), "rb") as f:
+            check(f.read(8) == b"\x89PNG\r\n\x1a\n", f"{png} is not a PNG")
+    with open(os.path.join(out, "compare-matched.csv")) as f:
+        check(next(csv.reader(f))[:3] == ["budget", "axis", "target"], "compare-matched.csv header")
+    check("Matched L0" in r.stdout and "Matched active rank" in r.stdout, "matched tables missing")
 
     # Rerunning finds every run finished (eval.json) and trains nothing again.
     r2 = subprocess.run(cmd, capture_output=True, text=True)
