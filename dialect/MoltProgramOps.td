@@ -269,6 +269,19 @@ def Molt_FeaturePenaltyOp : Molt_DiffOp<"feature_penalty", 4, 1, (ins StrAttr:$k
   }];
 }
 
+// --- Jacobian-vector products ----------------------------------------------------------------
+
+def Molt_PairTangentOp : Molt_TensorOp<"pair_tangent", 5, 1> {
+  let summary = "pair_tan[p] = [pair_gate[p] > 0] · (enc_w[t] · x_dot[pair_tok[p]])";
+  let description = [{
+    The tangent of the gate values along x_dot, per listed pair of the transform (or feature)
+    t: every gate has slope 1 where it is open (g > 0) and 0 elsewhere (docs/jacobian.md).
+    ins: x_dot, enc_w, pair_ptr, pair_tok, pair_gate; outs: pair_tan (overwritten). Only the
+    `jvp` program uses it, which is never differentiated.
+    `molt.pair_tangent ins ["x_dot", "enc_w", "pair_ptr", "pair_tok", "pair_gate"] outs ["pair_tan"]`
+  }];
+}
+
 // --- teacher MLP ---------------------------------------------------------------------------
 
 def Molt_ActivationOp : Molt_DiffOp<"activation", 1, 1, (ins StrAttr:$kind)> {

@@ -1,4 +1,4 @@
-// --molt-expand: a spec op becomes params, buffers and forward / eval / train_step programs.
+// --molt-expand: a spec op becomes params, buffers and forward / eval / train_step / jvp programs.
 #include "passes/Differentiate.h"
 #include "passes/Passes.h"
 #include "passes/ProgramIR.h"
@@ -138,6 +138,24 @@ void declareCommonBuffers(ProgramBuilder &pb, StringRef width, GateAttr gate) {
     pb.buffer("theta_unused", {pb.dim(1)});
 }
 
+/// The `jvp` entry's own buffers: the tangent x_dot, the output y_dot = J(x)·x_dot and the
+/// tangents of the listed pairs' gate values.
+void declareJvpBuffers(ProgramBuilder &pb) {
+  pb.buffer("x_dot", {pb.dim("B"), pb.dim("D")});
+  pb.buffer("y_dot", {pb.dim("B"), pb.dim("D")});
+  pb.buffer("pair_tan", {pb.dim("P")});
+}
+
+/// jvp: the encoder on x (so the open pairs and their gates are the forward's), then the
+/// gates' tangents along x_dot; the caller appends the decoder terms into y_dot.
+ProgramOp buildJvpPrologue(ProgramBuilder &pb, GateAttr gate, bool negateBias) {
+  ProgramOp p = pb.program("jvp");
+  buildEncoder(pb, p, gate, negateBias);
+  pb.op(p, PairTangentOp::getOperationName(),
+        {"x_dot", "enc_w", "pair_ptr", "pair_tok", "pair_gate"}, {"pair_tan"});
+  return p;
+}
+
 LogicalResult expandLayer(ModuleOp module, LayerOp layer) {
   ProgramBuilder pb(module, layer);
   const double d = double(layer.getDModel());
@@ -173,6 +191,15 @@ LogicalResult expandLayer(ModuleOp module, LayerOp layer) {
     pb.buffer(name("c", k), {pb.dim("P"), pb.dim("D")}, "f32", k);
   }
 
+  // out += Σ_pairs scale · U_t V_t src[tok] over bucket k's listed pairs.
+  auto apply = [&](ProgramOp p, size_t k, StringRef src, StringRef scale, StringRef out) {
+    pb.op(p, GatherRowsOp::getOperationName(), {src, "pair_ptr", "pair_tok"}, {name("xg", k)}, k);
+    pb.op(p, ProjectVOp::getOperationName(), {name("xg", k), name("v", k)}, {name("h", k)}, k);
+    pb.op(p, ScaleRowsOp::getOperationName(), {name("h", k), scale}, {name("hs", k)}, k);
+    pb.op(p, ProjectUOp::getOperationName(), {name("hs", k), name("u", k)}, {name("c", k)}, k);
+    pb.op(p, ScatterAddRowsOp::getOperationName(), {name("c", k), "pair_ptr", "pair_tok"}, {out},
+          k);
+  };
   auto forward = [&](ProgramOp p) {
     buildEncoder(pb, p, gate, /*negateBias=*/true);
     for (size_t k = 0; k < buckets.size(); ++k) {
@@ -181,14 +208,8 @@ LogicalResult expandLayer(ModuleOp module, LayerOp layer) {
             {pb.attr("transpose", pb.b.getUnitAttr())});
       pb.op(p, TraceNormOp::getOperationName(), {name("gram_u", k), name("gram_v", k)}, {"norm"}, k);
     }
-    for (size_t k = 0; k < buckets.size(); ++k) {
-      pb.op(p, GatherRowsOp::getOperationName(), {"x", "pair_ptr", "pair_tok"}, {name("xg", k)}, k);
-      pb.op(p, ProjectVOp::getOperationName(), {name("xg", k), name("v", k)}, {name("h", k)}, k);
-      pb.op(p, ScaleRowsOp::getOperationName(), {name("h", k), "pair_gate"}, {name("hs", k)}, k);
-      pb.op(p, ProjectUOp::getOperationName(), {name("hs", k), name("u", k)}, {name("c", k)}, k);
-      pb.op(p, ScatterAddRowsOp::getOperationName(), {name("c", k), "pair_ptr", "pair_tok"},
-            {"yhat"}, k);
-    }
+    for (size_t k = 0; k < buckets.size(); ++k)
+      apply(p, k, "x", "pair_gate", "yhat");
     if (layer.getDecoderBias())
       pb.op(p, AddBiasOp::getOperationName(), {"dec_b"}, {"yhat"});
   };
@@ -198,7 +219,16 @@ LogicalResult expandLayer(ModuleOp module, LayerOp layer) {
           {"stats"}, std::nullopt, penaltyAttrs(pb, layer.getPenalty()));
   };
 
-  return pb.buildEntryPoints(forward, losses);
+  if (failed(pb.buildEntryPoints(forward, losses)))
+    return failure();
+  // ẏ = Σ_open [ g_t U_tV_t ẋ + (e_t·ẋ) U_tV_t x ]: the same sparse apply twice.
+  declareJvpBuffers(pb);
+  ProgramOp jvp = buildJvpPrologue(pb, gate, /*negateBias=*/true);
+  for (size_t k = 0; k < buckets.size(); ++k) {
+    apply(jvp, k, "x_dot", "pair_gate", "y_dot");
+    apply(jvp, k, "x", "pair_tan", "y_dot");
+  }
+  return success();
 }
 
 LogicalResult expandTranscoder(ModuleOp module, TranscoderOp tc) {
@@ -235,7 +265,16 @@ LogicalResult expandTranscoder(ModuleOp module, TranscoderOp tc) {
           {"stats"}, std::nullopt, penaltyAttrs(pb, tc.getPenalty()));
   };
 
-  return pb.buildEntryPoints(forward, losses);
+  if (failed(pb.buildEntryPoints(forward, losses)))
+    return failure();
+  // ẏ = Σ_open (e_f·ẋ) dec_w_f + skip_w ẋ: the decoder applied to the activations' tangents.
+  declareJvpBuffers(pb);
+  ProgramOp jvp = buildJvpPrologue(pb, gate, /*negateBias=*/false);
+  pb.op(jvp, DecodeRowsOp::getOperationName(), {"pair_ptr", "pair_tok", "pair_tan", "dec_w"},
+        {"y_dot"});
+  if (tc.getSkip())
+    pb.op(jvp, SkipApplyOp::getOperationName(), {"x_dot", "skip_w"}, {"y_dot"});
+  return success();
 }
 
 /// The teacher: a forward program only (its weights come from a file; it is never trained).

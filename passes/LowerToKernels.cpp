@@ -44,6 +44,8 @@ const std::map<std::string, std::vector<const char *>> &kernelAttrNames() {
       {"skip_apply", {"D"}},
       {"skip_bwd", {"D"}},
       {"tc_penalty", {"F", "kind", "c"}},
+      {"encode_tangent", {"D", "T"}},
+      {"tc_encode_tangent", {"D", "F"}},
   };
   return table;
 }
@@ -96,6 +98,13 @@ std::optional<Launch> singleOpLaunch(Operation *op) {
   if (isa<SkipApplyOp>(op))
     return bind("skip_apply", {{"x", ins[0].str()}, {"skip_w", ins[1].str()},
                                {"yhat", outs[0].str()}});
+  if (isa<PairTangentOp>(op)) {
+    bool transcoder = isa_and_nonnull<TranscoderOp>(specOf(op->getParentOfType<ProgramOp>()));
+    return bind(transcoder ? "tc_encode_tangent" : "encode_tangent",
+                {{"x_dot", ins[0].str()}, {"enc_w", ins[1].str()}, {"pair_ptr", ins[2].str()},
+                 {"pair_tok", ins[3].str()}, {"pair_gate", ins[4].str()},
+                 {"pair_tan", outs[0].str()}});
+  }
   if (isa<SkipGradOp>(op))
     return bind("skip_bwd", {{"d_yhat", ins[0].str()}, {"x", ins[1].str()},
                              {"d_skip_w", outs[0].str()}});

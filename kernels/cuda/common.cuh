@@ -84,8 +84,9 @@ __device__ __forceinline__ void waitCount(unsigned *counter, unsigned target) {
 /// The gate of encode_gate / tc_encode and their backward, in one place (docs/bundle.md).
 /// JumpReLU applies th = max(theta, 0), so g = pre H(pre - th) is never negative whatever theta
 /// is learned (theta <= 0 makes it a ReLU); ReLU applies 0. `th` below is always that threshold.
+/// TopK reads as ReLU here (open iff pre > 0, as the CPU's backward has it); its listing is the
+/// per-token selection of topk.cuh, which encode_gate.cuh applies instead of listed().
 template <int GATE> struct GateRule {
-  static_assert(GATE != kGateTopK, "topk gates are not implemented on CUDA yet");
   /// The applied threshold of list t (fmaxf also reads a NaN theta as 0, as the CPU backend does).
   __device__ __forceinline__ static float threshold(const float *theta, long long t) {
     return GATE == kGateJumpRelu ? fmaxf(theta[t], 0.f) : 0.f;

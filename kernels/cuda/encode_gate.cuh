@@ -9,16 +9,36 @@
 //      deterministic, and identical to the CPU backend's lists.
 // Tickets make the barrier safe for any grid: a block only waits after every tile has been
 // taken by a block that is already running.
+// TopK (tc_encode only) cannot list a pair from its tile: between A and B, blocks take tokens by
+// ticket, select each token's k largest (topk.cuh), count the selected per feature and park the
+// token's cut in Args::work; a second ticket barrier; then B lists the pairs the cut takes.
 #pragma once
 
 #include "molt_kernels/common.cuh"
+#include "molt_kernels/topk.cuh"
 
 namespace molt {
 namespace k {
 
+/// Publishes one finished work item: its writes are visible to any block that sees the count.
+__device__ __forceinline__ void markDone(unsigned *done) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0)
+    atomicAdd(done, 1u);
+}
+
+/// stats[3] += the block's count of active pairs.
+template <int TH> __device__ __forceinline__ void addActive(float v, float *scratch, float *stats) {
+  const float sum = blockSum<TH>(v, scratch);
+  if (threadIdx.x == 0 && sum > 0.f)
+    atomicAdd(&stats[3], sum);
+}
+
 template <class C, int T, bool PLUS_BIAS> __device__ __forceinline__ void encodeImpl(const Args &a) {
   constexpr int D = C::D, TH = C::threads, TM = 64, TN = 64, KT = 32, ITEMS = 8;
   constexpr int G = C::gate;
+  constexpr bool TOPK = G == kGateTopK;
   float bw = 0.f;
   if constexpr (G == kGateJumpRelu)
     bw = C::bandwidth;
@@ -32,6 +52,7 @@ template <class C, int T, bool PLUS_BIAS> __device__ __forceinline__ void encode
   float *stats = arg<float>(a, 10);
   unsigned *tileTicket = a.work, *tilesDone = a.work + 1, *colTicket = a.work + 2;
   int *counts = reinterpret_cast<int *>(a.work + 16);
+  unsigned *cuts = a.work + 16 + T; // TopK: (tau, cut) per token, 2B words
   const long long B = a.B;
   const long long tilesN = cdivll(T, TN), numTiles = cdivll(B, TM) * tilesN;
 
@@ -81,8 +102,10 @@ template <class C, int T, bool PLUS_BIAS> __device__ __forceinline__ void encode
           continue;
         const float p = PLUS_BIAS ? acc.c[i][j] + bias : acc.c[i][j] - bias;
         pre[tok * T + tt] = p;
-        listed += Rule::listed(p, th, bw);
-        active += Rule::open(p, th) ? 1.f : 0.f;
+        if constexpr (!TOPK) {
+          listed += Rule::listed(p, th, bw);
+          active += Rule::open(p, th) ? 1.f : 0.f;
+        }
       }
       if (listed)
         atomicAdd(&colCount[acc.col(j)], listed);
@@ -91,15 +114,40 @@ template <class C, int T, bool PLUS_BIAS> __device__ __forceinline__ void encode
     for (int i = threadIdx.x; i < TN; i += TH)
       if (colCount[i])
         atomicAdd(&counts[n0 + i], colCount[i]);
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0)
-      atomicAdd(tilesDone, 1u);
+    markDone(tilesDone);
   }
-  const float blockActive = blockSum<TH>(active, fscratch);
-  if (threadIdx.x == 0 && blockActive > 0.f)
-    atomicAdd(&stats[3], blockActive);
+  addActive<TH>(active, fscratch, stats);
   waitCount(tilesDone, unsigned(numTiles));
+
+  // ---- TopK only: per-token selection, counts of the selected, a second barrier ----
+  if constexpr (TOPK) {
+    constexpr int K = int(C::k) < T ? int(C::k) : T;
+    unsigned *tokTicket = a.work + 3, *tokensDone = a.work + 4;
+    __shared__ unsigned hist[256];
+    __shared__ int bcast[2];
+    float picked = 0.f;
+    for (;;) {
+      const unsigned tok = takeTicket(tokTicket, &slot);
+      if ((long long)tok >= B)
+        break;
+      const float *row = pre + (long long)tok * T;
+      const TopkCut cut = topkSelect<TH>(row, T, K, hist, iscratch, bcast);
+      for (int f = threadIdx.x; f < T; f += TH) {
+        const float p = __ldcg(&row[f]);
+        if (p > 0.f && topkTaken(p, f, cut)) {
+          atomicAdd(&counts[f], 1);
+          picked += 1.f;
+        }
+      }
+      if (threadIdx.x == 0) {
+        cuts[2 * (long long)tok] = cut.tau;
+        cuts[2 * (long long)tok + 1] = unsigned(cut.cut);
+      }
+      markDone(tokensDone);
+    }
+    addActive<TH>(picked, fscratch, stats);
+    waitCount(tokensDone, unsigned(B));
+  }
 
   // ---- phase B: compaction, one transform per ticket, tokens ascending ----
   int prevT = 0;
@@ -128,17 +176,25 @@ template <class C, int T, bool PLUS_BIAS> __device__ __forceinline__ void encode
     for (long long base = 0; base < B; base += (long long)TH * ITEMS) {
       const long long tok0 = base + (long long)threadIdx.x * ITEMS;
       float pv[ITEMS];
+      bool take[ITEMS];
       int n = 0;
 #pragma unroll
       for (int q = 0; q < ITEMS; ++q) {
-        pv[q] = tok0 + q < B ? __ldcg(&pre[(tok0 + q) * T + t]) : 0.f;
-        n += tok0 + q < B && Rule::listed(pv[q], th, bw);
+        const long long tok = tok0 + q;
+        pv[q] = tok < B ? __ldcg(&pre[tok * T + t]) : 0.f;
+        if constexpr (TOPK)
+          take[q] = tok < B && pv[q] > 0.f &&
+                    topkTaken(pv[q], int(t),
+                              TopkCut{__ldcg(&cuts[2 * tok]), int(__ldcg(&cuts[2 * tok + 1]))});
+        else
+          take[q] = tok < B && Rule::listed(pv[q], th, bw);
+        n += take[q];
       }
       int total = 0;
       long long pos = run + blockExclusiveScan<TH>(n, iscratch, total);
 #pragma unroll
       for (int q = 0; q < ITEMS; ++q)
-        if (tok0 + q < B && Rule::listed(pv[q], th, bw)) {
+        if (take[q]) {
           ptok[pos] = int(tok0 + q);
           pgate[pos] = Rule::gate(pv[q], th);
           ppre[pos] = pv[q];
@@ -154,7 +210,7 @@ template <class C> __device__ __forceinline__ void encode_gate(const Args &a) {
   encodeImpl<C, int(C::T), false>(a);
 }
 
-/// Transcoder encoder: pre = x.enc_w^T + enc_b; ReLU or JumpReLU (topk: not yet on CUDA).
+/// Transcoder encoder: pre = x.enc_w^T + enc_b; ReLU, JumpReLU or TopK (k largest pre > 0).
 template <class C> __device__ __forceinline__ void tc_encode(const Args &a) {
   encodeImpl<C, int(C::F), true>(a);
 }

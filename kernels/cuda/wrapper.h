@@ -28,7 +28,8 @@ inline std::string cudaKernelHeader(const std::string &op) {
       {"tc_encode_bwd", "gate_bwd.cuh"},        {"grad_norm", "optimizer.cuh"},
       {"adam", "optimizer.cuh"},                {"tc_decode", "transcoder.cuh"},
       {"tc_decode_bwd", "transcoder.cuh"},      {"skip_apply", "transcoder.cuh"},
-      {"skip_bwd", "transcoder.cuh"},
+      {"skip_bwd", "transcoder.cuh"},           {"encode_tangent", "jvp.cuh"},
+      {"tc_encode_tangent", "jvp.cuh"},
   };
   for (const auto &row : table)
     if (op == row[0])
@@ -40,7 +41,8 @@ inline std::string cudaKernelHeader(const std::string &op) {
 inline const std::vector<std::string> &cudaKernelHeaderFiles() {
   static const std::vector<std::string> files = {
       "abi.cuh",      "common.cuh",  "encode_gate.cuh", "frob_norm.cuh", "bucket_apply.cuh",
-      "loss.cuh",     "penalty.cuh", "gate_bwd.cuh",    "optimizer.cuh", "transcoder.cuh"};
+      "loss.cuh",     "penalty.cuh", "gate_bwd.cuh",    "optimizer.cuh", "transcoder.cuh",
+      "jvp.cuh",      "topk.cuh"};
   return files;
 }
 
@@ -66,12 +68,17 @@ inline bool isIdentifier(const std::string &s) {
 }
 } // namespace detail
 
-/// 32-bit words of zeroed device scratch (Args::work) a kernel needs; 0 for most ops.
-inline int64_t cudaWorkWords(const KernelDesc &k) {
+/// 32-bit words of zeroed device scratch (Args::work) a kernel needs at a batch of `batch`
+/// tokens; 0 for most ops. A TopK tc_encode parks two words per token (encode_gate.cuh).
+inline int64_t cudaWorkWords(const KernelDesc &k, int64_t batch) {
   if (k.op == "encode_gate")
     return 16 + detail::attrInt(k, "T", 0);
-  if (k.op == "tc_encode")
-    return 16 + detail::attrInt(k, "F", 0);
+  if (k.op == "tc_encode") {
+    auto gate = k.attrs.find("gate");
+    const bool topk = gate != k.attrs.end() && std::holds_alternative<std::string>(gate->second) &&
+                      std::get<std::string>(gate->second) == "topk";
+    return 16 + detail::attrInt(k, "F", 0) + (topk ? 2 * batch : 0);
+  }
   if (k.op == "frob_norm")
     return 16 + 2 * detail::attrInt(k, "N", 0);
   return 0;
@@ -113,8 +120,10 @@ inline LaunchConfig cudaDefaultLaunch(const KernelDesc &k) {
     grid(detail::cdivText(T, 8));
   } else if (op == "tc_penalty") {
     grid(detail::cdivText(F, 8));
-  } else if (op == "gate_bwd") {
+  } else if (op == "gate_bwd" || op == "encode_tangent") {
     grid(std::to_string(T));
+  } else if (op == "tc_encode_tangent") {
+    grid(std::to_string(F));
   } else if (op == "tc_encode_bwd" || op == "tc_decode" || op == "tc_decode_bwd") {
     grid(std::to_string(F));
   } else if (op == "grad_norm") {

@@ -153,6 +153,128 @@ struct Frob {
   }
 };
 
+// ---- the randomised estimator (Random and Compiled) -------------------------------------------
+
+// Each token draws its probes from its own stream, so the probes do not depend on the thread
+// count, on the executor's batch size, or on whether the model's J·v is computed here (Random)
+// or by the compiled `jvp` entry (Compiled): both methods see the same probes for a seed.
+Rng tokenRng(uint64_t seed, int64_t token) {
+  return Rng{seed * 0x9E3779B97F4A7C15ull ^ uint64_t(token + 1) * 0xD1B54A32D192ED03ull};
+}
+
+void drawProbe(Rng &rng, bool gaussian, double *v, int64_t d) {
+  for (int64_t i = 0; i < d; ++i)
+    v[i] = gaussian ? rng.gaussian() : ((rng.next() >> 63) ? 1.0 : -1.0);
+}
+
+// Per probe: a = (J_m v)·(J_T v), b = ‖J_m v‖², c = ‖J_T v‖², each unbiased for its Frobenius
+// quantity since E[v vᵀ] = I. The token's estimate A/sqrt(BC) of the means is a ratio, so it is
+// consistent but biased at O(1/probes).
+struct ProbeMoments {
+  double s[3] = {0, 0, 0}, ss[3][3] = {{0}};
+  int count = 0;
+
+  void add(const double *jm, const double *jt, int64_t d) {
+    double q[3] = {dot(jm, jt, d), dot(jm, jm, d), dot(jt, jt, d)};
+    for (int p = 0; p < 3; ++p) {
+      s[p] += q[p];
+      for (int r = 0; r < 3; ++r)
+        ss[p][r] += q[p] * q[r];
+    }
+    ++count;
+  }
+
+  /// The token's cosine estimate; probeVar gets the variance due to the probes (delta method:
+  /// the gradient of A/sqrt(BC) against the covariance of the means).
+  double finish(bool &degenerate, double &probeVar) const {
+    const double K = count;
+    Frob f;
+    f.cross = s[0] / K, f.model2 = s[1] / K, f.teacher2 = s[2] / K;
+    const double c = f.cosine(degenerate);
+    probeVar = 0;
+    if (degenerate)
+      return c;
+    double g[3] = {1.0 / std::sqrt(f.model2 * f.teacher2), -0.5 * c / f.model2,
+                   -0.5 * c / f.teacher2};
+    double mean[3] = {f.cross, f.model2, f.teacher2}, var = 0;
+    for (int p = 0; p < 3; ++p)
+      for (int r = 0; r < 3; ++r)
+        var += g[p] * g[r] * (ss[p][r] - K * mean[p] * mean[r]) / (K - 1);
+    probeVar = std::max(var, 0.0) / K;
+    return c;
+  }
+};
+
+// The Compiled method: the model's J·v for a whole batch of tokens per run of the bundle's
+// `jvp` entry (one probe per token per run), the teacher's on the host. Fills per-token
+// cosines, probe variances and degeneracy flags for rows [0, n) of xs.
+Status compiledCosines(const ReplacementLayer &L, const TeacherMlp &T, const std::vector<double> &xs,
+                       int64_t n, const JacobianOptions &opt, std::vector<double> &cosine,
+                       std::vector<double> &probeVar, std::vector<char> &degenerate) {
+  Executor &exec = *opt.executor;
+  const int64_t d = L.d, B = exec.batch();
+  if (!exec.plan().entry_points.count("jvp"))
+    return invalidArgument("the bundle has no 'jvp' entry point (compile it again with this "
+                           "molt-compile) for --jacobian-method compiled");
+  if (exec.plan().model.d_model != d)
+    return invalidArgument("the executor's model has d=" + std::to_string(exec.plan().model.d_model) +
+                           ", the layer d=" + std::to_string(d));
+  for (const char *name : {"x", "x_dot", "y_dot"}) {
+    const BufferInfo *t = exec.info(name);
+    if (!t || t->numel() != B * d)
+      return invalidArgument(std::string("the bundle's jvp entry lacks a [B, d] '") + name + "'");
+  }
+  std::vector<float> xb(size_t(B * d)), vb(size_t(B * d)), yb(size_t(B * d));
+  std::vector<double> v(size_t(B * d)), delta(size_t(B * T.h));
+  std::vector<Rng> rngs(static_cast<size_t>(B), Rng{0});
+  std::vector<ProbeMoments> moments(static_cast<size_t>(B));
+  for (int64_t start = 0; start < n; start += B) {
+    const int64_t m = std::min(B, n - start);
+    std::fill(xb.begin(), xb.end(), 0.0f); // rows past the last token are computed and ignored
+    for (int64_t i = 0; i < m * d; ++i)
+      xb[size_t(i)] = float(xs[size_t(start * d + i)]);
+    MOLT_RETURN_IF_ERROR(exec.write("x", xb.data(), xb.size() * sizeof(float)));
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t j = 0; j < m; ++j)
+      teacherDerivative(T, &xs[size_t((start + j) * d)], &delta[size_t(j * T.h)]);
+    for (int64_t j = 0; j < m; ++j) {
+      rngs[size_t(j)] = tokenRng(opt.seed, start + j);
+      moments[size_t(j)] = ProbeMoments{};
+    }
+    std::fill(vb.begin(), vb.end(), 0.0f);
+    for (int k = 0; k < opt.probes; ++k) {
+      for (int64_t j = 0; j < m; ++j) {
+        double *vj = &v[size_t(j * d)];
+        drawProbe(rngs[size_t(j)], opt.gaussian, vj, d);
+        for (int64_t i = 0; i < d; ++i) { // both Jacobians see the fp32 probe the kernels see
+          vb[size_t(j * d + i)] = float(vj[i]);
+          vj[i] = double(vb[size_t(j * d + i)]);
+        }
+      }
+      MOLT_RETURN_IF_ERROR(exec.write("x_dot", vb.data(), vb.size() * sizeof(float)));
+      MOLT_RETURN_IF_ERROR(exec.run("jvp"));
+      MOLT_RETURN_IF_ERROR(exec.read("y_dot", yb.data(), yb.size() * sizeof(float)));
+#pragma omp parallel
+      {
+        std::vector<double> jm(static_cast<size_t>(d)), jt(static_cast<size_t>(d)), tmp;
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t j = 0; j < m; ++j) {
+          for (int64_t i = 0; i < d; ++i)
+            jm[size_t(i)] = yb[size_t(j * d + i)];
+          teacherJvpKnown(T, &delta[size_t(j * T.h)], &v[size_t(j * d)], jt.data(), tmp);
+          moments[size_t(j)].add(jm.data(), jt.data(), d);
+        }
+      }
+    }
+    for (int64_t j = 0; j < m; ++j) {
+      bool deg = false;
+      cosine[size_t(start + j)] = moments[size_t(j)].finish(deg, probeVar[size_t(start + j)]);
+      degenerate[size_t(start + j)] = deg;
+    }
+  }
+  return Status::ok();
+}
+
 // ---- the exact method: identities on small matrices ------------------------------------------
 //
 // Teacher norm: ‖W_out D W_in‖² = tr(D G_out D G_in) = δᵀ K δ with K = (W_outᵀW_out) ∘ (W_inW_inᵀ),
@@ -410,6 +532,25 @@ void frobDense(const ReplacementLayer &L, const TeacherMlp &T, const double *x,
   f.teacher2 = dot(Jt.data(), Jt.data(), dd);
 }
 
+// Serial reductions in row order: the result does not depend on the thread count.
+JacobianCosine summarise(JacobianCosine res, const std::vector<double> &probeVar,
+                         const std::vector<char> &degenerate) {
+  const int64_t n = res.tokens;
+  double sum = 0, pv = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    sum += res.per_token[size_t(i)];
+    pv += probeVar[size_t(i)];
+    res.degenerate += degenerate[size_t(i)];
+  }
+  res.mean = sum / double(n);
+  double var = 0;
+  for (double c : res.per_token)
+    var += (c - res.mean) * (c - res.mean);
+  res.std_error = n > 1 ? std::sqrt(var / double(n - 1) / double(n)) : 0.0;
+  res.probe_std_error = std::sqrt(pv) / double(n);
+  return res;
+}
+
 } // namespace
 
 // ---- the layer ------------------------------------------------------------------------------
@@ -590,14 +731,27 @@ StatusOr<JacobianCosine> jacobianCosine(const ReplacementLayer &L, const Teacher
                            std::to_string(L.d));
   if (n <= 0)
     return invalidArgument("no tokens to measure the Jacobian cosine on");
-  if (opt.method == JacobianMethod::Random && opt.probes < 2)
+  const bool probed = opt.method == JacobianMethod::Random || opt.method == JacobianMethod::Compiled;
+  if (probed && opt.probes < 2)
     return invalidArgument("the randomised Jacobian cosine needs at least 2 probes per token");
+  if (opt.method == JacobianMethod::Compiled && !opt.executor)
+    return invalidArgument("the compiled Jacobian cosine needs an executor of the layer's bundle");
   const int64_t d = L.d;
   std::vector<double> xs(size_t(n * d));
   for (int64_t i = 0; i < n * d; ++i) {
     xs[size_t(i)] = x[i];
     if (!std::isfinite(xs[size_t(i)]))
       return invalidArgument("row " + std::to_string(i / d) + " of x is not finite");
+  }
+
+  JacobianCosine res;
+  res.tokens = n;
+  res.per_token.assign(size_t(n), 0.0);
+  std::vector<double> probeVar(size_t(n), 0.0);
+  std::vector<char> degenerate(size_t(n), 0);
+  if (opt.method == JacobianMethod::Compiled) {
+    MOLT_RETURN_IF_ERROR(compiledCosines(L, T, xs, n, opt, res.per_token, probeVar, degenerate));
+    return summarise(std::move(res), probeVar, degenerate);
   }
 
   std::vector<std::vector<ActiveUnit>> acts(static_cast<size_t>(n));
@@ -611,11 +765,6 @@ StatusOr<JacobianCosine> jacobianCosine(const ReplacementLayer &L, const Teacher
   if (exact)
     exact->teacherNorms(xs.data(), n, teacher2.data());
 
-  JacobianCosine res;
-  res.tokens = n;
-  res.per_token.assign(size_t(n), 0.0);
-  std::vector<double> probeVar(size_t(n), 0.0);
-  std::vector<char> degenerate(size_t(n), 0);
 #pragma omp parallel
   {
     std::vector<double> a1, a2, a3, a4, a5;
@@ -632,10 +781,7 @@ StatusOr<JacobianCosine> jacobianCosine(const ReplacementLayer &L, const Teacher
         frobDense(L, T, xi, a1, a2, f);
         res.per_token[size_t(i)] = f.cosine(deg);
       } else {
-        // Per probe: a = (J_m v)·(J_T v), b = ‖J_m v‖², c = ‖J_T v‖², each unbiased for its
-        // Frobenius quantity since E[v vᵀ] = I. The token's estimate A/sqrt(BC) of the means is
-        // a ratio, so it is consistent but biased at O(1/probes).
-        Rng rng{opt.seed * 0x9E3779B97F4A7C15ull ^ uint64_t(i + 1) * 0xD1B54A32D192ED03ull};
+        Rng rng = tokenRng(opt.seed, i);
         std::vector<double> &delta = a1, &zs = a2, &v = a3, &jm = a4, &jt = a5;
         delta.resize(size_t(T.h));
         teacherDerivative(T, xi, delta.data());
@@ -645,51 +791,19 @@ StatusOr<JacobianCosine> jacobianCosine(const ReplacementLayer &L, const Teacher
         v.resize(size_t(d));
         jm.resize(size_t(d));
         jt.resize(size_t(d));
-        const int K = opt.probes;
-        double s[3] = {0, 0, 0}, ss[3][3] = {{0}};
-        for (int k = 0; k < K; ++k) {
-          for (double &e : v)
-            e = opt.gaussian ? rng.gaussian() : ((rng.next() >> 63) ? 1.0 : -1.0);
+        ProbeMoments moments;
+        for (int k = 0; k < opt.probes; ++k) {
+          drawProbe(rng, opt.gaussian, v.data(), d);
           jvpKnown(L, act, zs, v.data(), jm.data(), tmp);
           teacherJvpKnown(T, delta.data(), v.data(), jt.data(), tmp);
-          double q[3] = {dot(jm.data(), jt.data(), d), dot(jm.data(), jm.data(), d),
-                         dot(jt.data(), jt.data(), d)};
-          for (int p = 0; p < 3; ++p) {
-            s[p] += q[p];
-            for (int r = 0; r < 3; ++r)
-              ss[p][r] += q[p] * q[r];
-          }
+          moments.add(jm.data(), jt.data(), d);
         }
-        f.cross = s[0] / K, f.model2 = s[1] / K, f.teacher2 = s[2] / K;
-        double c = f.cosine(deg);
-        res.per_token[size_t(i)] = c;
-        if (!deg) { // delta method: gradient of A/sqrt(BC) against the covariance of the means
-          double g[3] = {1.0 / std::sqrt(f.model2 * f.teacher2), -0.5 * c / f.model2,
-                         -0.5 * c / f.teacher2};
-          double mean[3] = {f.cross, f.model2, f.teacher2}, var = 0;
-          for (int p = 0; p < 3; ++p)
-            for (int r = 0; r < 3; ++r)
-              var += g[p] * g[r] * (ss[p][r] - K * mean[p] * mean[r]) / (K - 1);
-          probeVar[size_t(i)] = std::max(var, 0.0) / K;
-        }
+        res.per_token[size_t(i)] = moments.finish(deg, probeVar[size_t(i)]);
       }
       degenerate[size_t(i)] = deg;
     }
   }
-  // Serial reductions in row order: the result does not depend on the thread count.
-  double sum = 0, pv = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    sum += res.per_token[size_t(i)];
-    pv += probeVar[size_t(i)];
-    res.degenerate += degenerate[size_t(i)];
-  }
-  res.mean = sum / double(n);
-  double var = 0;
-  for (double c : res.per_token)
-    var += (c - res.mean) * (c - res.mean);
-  res.std_error = n > 1 ? std::sqrt(var / double(n - 1) / double(n)) : 0.0;
-  res.probe_std_error = std::sqrt(pv) / double(n);
-  return res;
+  return summarise(std::move(res), probeVar, degenerate);
 }
 
 StatusOr<JacobianCosine> jacobianCosine(const ModelDesc &model, const HostTensors &params,

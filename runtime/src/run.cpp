@@ -414,7 +414,8 @@ Status runTraining(const TrainOptions &opts) { return TrainRun(opts).run(); }
 
 StatusOr<EvalReport> evaluateRun(const std::string &runDir, const std::string &data,
                                  int64_t batch, const std::string &device,
-                                 const std::string &teacherPath, int64_t jacobianRows) {
+                                 const std::string &teacherPath, int64_t jacobianRows,
+                                 const JacobianOptions &jacobian) {
   RunPaths paths(runDir);
   if (!isDirectory(runDir))
     return notFound("no run directory " + runDir);
@@ -446,7 +447,20 @@ StatusOr<EvalReport> evaluateRun(const std::string &runDir, const std::string &d
   int64_t rows = 0;
   std::vector<float> x = firstRows(**set, std::max<int64_t>(1, jacobianRows), rows);
   foldNormalization(*plan, ck->state.norm, params); // the teacher acts on raw x
-  StatusOr<JacobianCosine> jc = jacobianCosine(plan->model, params, *teacher, x.data(), rows);
+  JacobianOptions jopt = jacobian;
+  std::unique_ptr<Executor> jvpExec;
+  jopt.executor = nullptr;
+  if (jopt.method == JacobianMethod::Compiled) {
+    StatusOr<std::unique_ptr<Executor>> e =
+        (*backend)->prepare(*plan, paths.bundle, std::min(batch, std::max<int64_t>(rows, 1)));
+    if (!e)
+      return e.status();
+    jvpExec = std::move(*e);
+    for (const ParamDesc &p : plan->params)
+      MOLT_RETURN_IF_ERROR(jvpExec->write(p.name, params[p.name].data(), params[p.name].size() * 4));
+    jopt.executor = jvpExec.get();
+  }
+  StatusOr<JacobianCosine> jc = jacobianCosine(plan->model, params, *teacher, x.data(), rows, jopt);
   if (!jc)
     return jc.status();
   report->hasJacobian = true;

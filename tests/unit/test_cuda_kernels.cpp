@@ -1,6 +1,6 @@
 // Every CUDA kernel against the CPU backend (the oracle) on identical inputs; skips without a GPU.
 //
-// Each invocation of train_step becomes its own entry point. Before each one the CPU state is
+// Each invocation of train_step (then of jvp) becomes its own entry point. Before each one the CPU state is
 // copied to the GPU, both run it, and every tensor is compared: max abs / rel error against a
 // per-tensor scale, ints exactly. Then a few whole train steps run side by side. Fixture bundles
 // always; $MOLT_CUDA_TEST_BUNDLES (colon-separated) adds larger ones (scripts/gpu-check).
@@ -25,7 +25,8 @@ struct Bundle {
 
 std::vector<Bundle> bundles() {
   std::vector<Bundle> out;
-  for (const char *f : {"tiny-molt", "tiny-molt-relu-l1", "tiny-transcoder", "tiny-transcoder-jumprelu"})
+  for (const char *f : {"tiny-molt", "tiny-molt-relu-l1", "tiny-transcoder", "tiny-transcoder-jumprelu",
+                        "tiny-transcoder-topk"})
     out.push_back({std::string(MOLT_SOURCE_DIR) + "/tests/fixtures/" + f, 64});
   const char *extra = std::getenv("MOLT_CUDA_TEST_BUNDLES");
   const char *b = std::getenv("MOLT_CUDA_TEST_BATCH");
@@ -60,7 +61,9 @@ void randomise(Executor &e, const Plan &plan, std::mt19937 &rng) {
       x = p.init.kind == "const" ? float(p.init.value) : float(scale) * normal(rng);
     ASSERT_TRUE(e.write(p.name, v.data(), v.size() * 4).isOk());
   }
-  for (const char *n : {"x", "y"}) {
+  for (const char *n : {"x", "y", "x_dot"}) {
+    if (!e.info(n))
+      continue; // a bundle without a jvp entry has no x_dot
     std::vector<float> v(size_t(e.info(n)->numel()));
     for (float &x : v)
       x = normal(rng);
@@ -112,7 +115,9 @@ TEST(CudaKernels, EveryTrainStepKernelMatchesTheCpuOracle) {
     auto loaded = loadPlan(b.dir);
     ASSERT_TRUE(loaded.isOk()) << loaded.status().message();
     Plan plan = *loaded;
-    const std::vector<Invocation> steps = plan.entry_points.at("train_step");
+    std::vector<Invocation> steps = plan.entry_points.at("train_step");
+    if (auto jvp = plan.entry_points.find("jvp"); jvp != plan.entry_points.end())
+      steps.insert(steps.end(), jvp->second.begin(), jvp->second.end());
     for (size_t i = 0; i < steps.size(); ++i)
       plan.entry_points["k" + std::to_string(i)] = {steps[i]};
     auto cpu = (*cpuOr)->prepare(plan, b.dir, b.batch);

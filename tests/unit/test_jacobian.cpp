@@ -9,6 +9,8 @@
 #include <random>
 #include <unistd.h>
 
+#include "cpu/cpu_executor.h"
+#include "molt/backend.h"
 #include "molt/safetensors.h"
 
 namespace molt {
@@ -439,6 +441,167 @@ TEST(Jacobian, TranscoderRankIsAtMostL0ButMoltsIsNot) {
     if (act.size() >= 2) // two rank-≥4 transforms plus their rank-one terms already exceed L0
       EXPECT_GT(numericalRank(J, d, 1e-10), int64_t(act.size()));
   }
+}
+
+// ---- the compiled `jvp` entry --------------------------------------------------------------
+
+// A committed fixture bundle (whose jvp entry mirrors what molt-compile emits) with random
+// params of its shapes, so that a good share of its units open on unit-scale inputs.
+struct FixtureModel {
+  Plan plan;
+  Model model;
+};
+
+FixtureModel fixtureModel(const std::string &name, uint64_t seed) {
+  auto plan = loadPlan(std::string(MOLT_SOURCE_DIR) + "/tests/fixtures/" + name);
+  EXPECT_TRUE(plan.isOk()) << plan.status().message();
+  const ModelDesc &md = plan->model;
+  FixtureModel f{*plan, md.kind == "molt"
+                            ? randomMolt(md.d_model, md.buckets, md.gate.kind, seed)
+                            : randomTranscoder(md.d_model, md.features, md.gate.kind, md.gate.k,
+                                               md.skip, seed)};
+  f.model.desc = md;
+  return f;
+}
+
+void writeParams(Executor &exec, const Plan &plan, const HostTensors &params) {
+  for (const ParamDesc &p : plan.params) {
+    const std::vector<float> &v = params.at(p.name);
+    ASSERT_TRUE(exec.write(p.name, v.data(), v.size() * sizeof(float)).isOk()) << p.name;
+  }
+}
+
+const char *const kJvpFixtures[] = {"tiny-molt", "tiny-molt-relu-l1", "tiny-transcoder",
+                                    "tiny-transcoder-jumprelu", "tiny-transcoder-topk"};
+
+// The jvp entry is the derivative of the forward entry: float64 central differences of the
+// float64 CPU executor's forward along Rademacher directions, at points away from every gate
+// boundary (where each map is a quadratic, so the differences are exact up to rounding). The
+// float32 executor (the CPU backend) matches the host J·v that the Random method uses.
+TEST(CompiledJvp, IsTheForwardEntrysDirectionalDerivativeAndTheHostJvp) {
+  const int64_t B = 16;
+  const double eps = 1e-4;
+  for (const char *name : kJvpFixtures) {
+    SCOPED_TRACE(name);
+    FixtureModel f = fixtureModel(name, 17);
+    ReplacementLayer L = layerOf(f.model);
+    const int64_t d = L.d;
+    std::vector<double> xs = safePoints(L, nullptr, int(B), 0.05, 23);
+    std::mt19937_64 rng(29);
+    std::vector<double> v(size_t(B * d));
+    for (double &e : v)
+      e = (rng() >> 63) ? 1.0 : -1.0;
+    int64_t opened = 0;
+    for (int64_t i = 0; i < B; ++i) {
+      std::vector<ActiveUnit> act;
+      activeUnits(L, &xs[size_t(i * d)], act);
+      opened += int64_t(act.size());
+    }
+    EXPECT_GT(opened, B) << "too few open units: the test would check little";
+
+    auto exec64 = CpuExecutor<double>::create(f.plan, B);
+    ASSERT_TRUE(exec64.isOk()) << exec64.status().message();
+    CpuExecutor<double> &e64 = **exec64;
+    writeParams(e64, f.plan, f.model.params);
+    auto forwardAt = [&](double step) {
+      double *x = e64.data("x");
+      for (size_t i = 0; i < xs.size(); ++i)
+        x[i] = xs[i] + step * v[i];
+      EXPECT_TRUE(e64.run("forward").isOk());
+      const double *y = e64.data("yhat");
+      return std::vector<double>(y, y + B * d);
+    };
+    std::vector<double> yp = forwardAt(eps), ym = forwardAt(-eps), fd(size_t(B * d));
+    for (size_t i = 0; i < fd.size(); ++i)
+      fd[i] = (yp[i] - ym[i]) / (2 * eps);
+    std::copy(xs.begin(), xs.end(), e64.data("x"));
+    std::copy(v.begin(), v.end(), e64.data("x_dot"));
+    Status ran = e64.run("jvp");
+    ASSERT_TRUE(ran.isOk()) << ran.message();
+    const double *jv64 = e64.data("y_dot");
+    expectClose(std::vector<double>(jv64, jv64 + B * d), fd, 1e-8, "jvp vs finite differences");
+
+    // fp32: the backend executor against the host's float64 J·v at the fp32-rounded points.
+    auto backend = createBackend("cpu");
+    ASSERT_TRUE(backend.isOk());
+    auto exec32 = (*backend)->prepare(f.plan, "", B);
+    ASSERT_TRUE(exec32.isOk()) << exec32.status().message();
+    writeParams(**exec32, f.plan, f.model.params);
+    std::vector<float> x32(xs.begin(), xs.end()), v32(v.begin(), v.end()), y32(size_t(B * d));
+    ASSERT_TRUE((*exec32)->write("x", x32.data(), x32.size() * 4).isOk());
+    ASSERT_TRUE((*exec32)->write("x_dot", v32.data(), v32.size() * 4).isOk());
+    ASSERT_TRUE((*exec32)->run("jvp").isOk());
+    ASSERT_TRUE((*exec32)->read("y_dot", y32.data(), y32.size() * 4).isOk());
+    std::vector<double> got(y32.begin(), y32.end()), want(size_t(B * d));
+    for (int64_t i = 0; i < B; ++i) {
+      std::vector<double> xi(x32.begin() + i * d, x32.begin() + (i + 1) * d);
+      replacementJvp(L, xi.data(), &v[size_t(i * d)], &want[size_t(i * d)]);
+    }
+    expectClose(got, want, 1e-5, "fp32 jvp entry vs host jvp");
+  }
+}
+
+// The compiled estimator sees Random's probes (same seed), so it differs from Random only by
+// fp32 rounding, and it agrees with Exact within 3 probe standard errors. 150 tokens through a
+// batch of 64 also runs a partly filled last batch.
+TEST(JacobianCosine, CompiledEstimateMatchesRandomAndExact) {
+  const int64_t n = 150;
+  for (const char *name : {"tiny-molt", "tiny-transcoder", "tiny-transcoder-topk"}) {
+    SCOPED_TRACE(name);
+    FixtureModel f = fixtureModel(name, 53);
+    const int64_t d = f.plan.model.d_model;
+    TeacherMlp T = randomTeacher(d, 20, Activation::Gelu, 54);
+    std::vector<float> x = randomRows(n, d, 55);
+    auto backend = createBackend("cpu");
+    ASSERT_TRUE(backend.isOk());
+    auto exec = (*backend)->prepare(f.plan, "", 64);
+    ASSERT_TRUE(exec.isOk()) << exec.status().message();
+    writeParams(**exec, f.plan, f.model.params);
+
+    auto exact = jacobianCosine(f.model.desc, f.model.params, T, x.data(), n);
+    ASSERT_TRUE(exact.isOk()) << exact.status().message();
+    JacobianOptions o;
+    o.method = JacobianMethod::Random;
+    o.probes = 64;
+    o.seed = 5;
+    auto random = jacobianCosine(f.model.desc, f.model.params, T, x.data(), n, o);
+    o.method = JacobianMethod::Compiled;
+    o.executor = exec->get();
+    auto compiled = jacobianCosine(f.model.desc, f.model.params, T, x.data(), n, o);
+    ASSERT_TRUE(random.isOk()) << random.status().message();
+    ASSERT_TRUE(compiled.isOk()) << compiled.status().message();
+
+    EXPECT_LT(exact->degenerate, n / 2);
+    EXPECT_EQ(compiled->degenerate, random->degenerate);
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_NEAR(compiled->per_token[size_t(i)], random->per_token[size_t(i)], 1e-4)
+          << "token " << i;
+    EXPECT_NEAR(compiled->probe_std_error, random->probe_std_error, 1e-5);
+    EXPECT_GT(compiled->probe_std_error, 0.0);
+    EXPECT_NEAR(compiled->mean, exact->mean, 3 * compiled->probe_std_error)
+        << "exact " << exact->mean;
+  }
+}
+
+TEST(JacobianCosine, CompiledNeedsAnExecutorWithAJvpEntry) {
+  FixtureModel f = fixtureModel("tiny-molt", 61);
+  TeacherMlp T = randomTeacher(8, 10, Activation::Gelu, 62);
+  std::vector<float> x = randomRows(4, 8, 63);
+  JacobianOptions o;
+  o.method = JacobianMethod::Compiled;
+  auto none = jacobianCosine(f.model.desc, f.model.params, T, x.data(), 4, o);
+  ASSERT_FALSE(none.isOk());
+  EXPECT_NE(none.status().message().find("executor"), std::string::npos);
+  Plan old = f.plan; // a bundle compiled before the jvp entry existed
+  old.entry_points.erase("jvp");
+  auto backend = createBackend("cpu");
+  ASSERT_TRUE(backend.isOk());
+  auto exec = (*backend)->prepare(old, "", 4);
+  ASSERT_TRUE(exec.isOk()) << exec.status().message();
+  o.executor = exec->get();
+  auto missing = jacobianCosine(f.model.desc, f.model.params, T, x.data(), 4, o);
+  ASSERT_FALSE(missing.isOk());
+  EXPECT_NE(missing.status().message().find("'jvp'"), std::string::npos);
 }
 
 TEST(Jacobian, BadParamsAreOneLineErrors) {

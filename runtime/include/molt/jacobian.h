@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "molt/backend.h"
 #include "molt/plan.h"
 #include "molt/status.h"
 #include "molt/teacher.h"
@@ -78,6 +79,10 @@ enum class JacobianMethod {
   Exact,
   Dense,  // forms both d×d Jacobians per token: the reference the Exact path is tested against
   Random, // Jacobian-vector products with random probes
+  // Random's estimator with the model's J·v from the bundle's compiled `jvp` entry, run on
+  // JacobianOptions::executor (CPU or CUDA); the teacher's J·v stays on the host. The same seed
+  // draws the same probes as Random, so the two differ only by the executor's fp32 rounding.
+  Compiled,
 };
 
 struct JacobianOptions {
@@ -85,13 +90,16 @@ struct JacobianOptions {
   int probes = 64;       // Random: probes per token
   bool gaussian = false; // Random: N(0,1) probes instead of Rademacher ±1
   uint64_t seed = 1;     // Random: probe stream (per token, so thread count does not matter)
+  // Compiled: an executor of the layer's bundle holding its params (written by the caller, e.g.
+  // from a checkpoint). Its `x`, `x_dot` and `y_dot` are overwritten, batch() rows at a time.
+  Executor *executor = nullptr;
 };
 
 struct JacobianCosine {
   double mean = 0;      // mean over tokens of the per-token cosine (or its estimate)
   double std_error = 0; // standard error of `mean` as an estimate of the population mean over
                         // tokens: sd of the per-token values / sqrt(tokens)
-  double probe_std_error = 0; // Random only: the part due to the probes alone, conditional on
+  double probe_std_error = 0; // Random, Compiled: the part due to the probes alone, conditional on
                               // these tokens (delta method on each token's probe averages); 0
                               // for Exact and Dense
   int64_t tokens = 0;

@@ -43,6 +43,9 @@ inline const std::vector<OpSignature> &opSignatures() {
       {"skip_bwd", {"d_yhat", "x", "d_skip_w"}},
       {"tc_encode_bwd", {"x", "theta", "pair_ptr", "pair_tok", "pair_pre", "pair_gate",
                          "pair_dgate", "d_enc_w", "d_enc_b", "d_theta"}},
+      // Jacobian-vector products (the `jvp` entry)
+      {"encode_tangent", {"x_dot", "enc_w", "pair_ptr", "pair_tok", "pair_gate", "pair_tan"}},
+      {"tc_encode_tangent", {"x_dot", "enc_w", "pair_ptr", "pair_tok", "pair_gate", "pair_tan"}},
   };
   return table;
 }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "molt/evaluator.h"
+#include "molt/jacobian.h"
 #include "molt/status.h"
 
 namespace molt {
@@ -34,9 +35,11 @@ Status runTraining(const TrainOptions &opts);
 
 /// Evaluates RUN's checkpoint on DATA (normalised as in training). With a teacher MLP file,
 /// also jacobian_cosine of the exported (folded) weights over the first `jacobianRows` finite
-/// rows of raw x.
+/// rows of raw x, by `jacobian.method` (Compiled: the bundle's `jvp` entry on `device`, on an
+/// executor of its own that evaluateRun prepares; `jacobian.executor` is ignored).
 StatusOr<EvalReport> evaluateRun(const std::string &runDir, const std::string &data,
                                  int64_t batch, const std::string &device,
-                                 const std::string &teacher = "", int64_t jacobianRows = 2000);
+                                 const std::string &teacher = "", int64_t jacobianRows = 2000,
+                                 const JacobianOptions &jacobian = {});
 
 } // namespace molt

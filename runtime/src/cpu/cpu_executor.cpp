@@ -7,6 +7,7 @@
 #include "kernels/cpu/bucket_apply.h"
 #include "kernels/cpu/encode_gate.h"
 #include "kernels/cpu/frob_norm.h"
+#include "kernels/cpu/jvp.h"
 #include "kernels/cpu/loss.h"
 #include "kernels/cpu/optimizer.h"
 #include "kernels/cpu/parallel.h"
@@ -208,6 +209,8 @@ template <typename S> Status CpuExecutor<S>::dispatch(const KernelDesc &k, const
     cpu::skipApply(B, D, f("x"), f("skip_w"), f("yhat"));
   else if (op == "skip_bwd")
     cpu::skipBwd(B, D, f("d_yhat"), f("x"), f("d_skip_w"));
+  else if (op == "encode_tangent" || op == "tc_encode_tangent")
+    cpu::encodeTangent(T, D, f("x_dot"), f("enc_w"), pairs(), f("pair_tan"));
   else if (op == "tc_penalty")
     cpu::tcPenalty(D, T, pen, pairs(), f("dec_w"), lamOverB(), f("pair_dgate"), f("d_dec_w"),
                    f("stats"));

@@ -213,7 +213,7 @@ protected:
       args.params = reinterpret_cast<const k::ParamEntry *>(table->first);
       args.nparams = int(table->second);
     }
-    if (int64_t words = cudaWorkWords(kd); words > 0) {
+    if (int64_t words = cudaWorkWords(kd, batch()); words > 0) {
       MOLT_CU(api, cuMemsetD32Async(work_, 0, size_t(words), stream_));
       args.work = reinterpret_cast<unsigned *>(work_);
     }
@@ -251,7 +251,7 @@ private:
     const DriverApi &api = *device_->api;
     int64_t workWords = 0;
     for (const KernelDesc &k : plan().kernels)
-      workWords = std::max(workWords, cudaWorkWords(k));
+      workWords = std::max(workWords, cudaWorkWords(k, batch()));
     if (workWords > 0) {
       workWords_ = size_t(workWords);
       auto w = device_->pool->take(workWords_ * 4);

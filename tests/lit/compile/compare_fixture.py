@@ -54,7 +54,7 @@ def main(bundle, kind):
     strip = lambda ps: [(q["name"], q["shape"], q["init"]["kind"]) for q in ps]  # noqa: E731
     if strip(compiled["params"]) != strip(fixture["params"]):
         fail(f"params {strip(compiled['params'])} != {strip(fixture['params'])}")
-    for entry in ("forward", "eval", "train_step"):
+    for entry in ("forward", "eval", "train_step", "jvp"):
         a, b = calls(compiled, entry), calls(fixture, entry)
         same = a == b if entry != "train_step" else sorted(a) == sorted(b)
         if not same:
