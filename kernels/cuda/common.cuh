@@ -143,10 +143,47 @@ template <int M, int N, int THREADS> struct SimtTileAcc {
 };
 
 __device__ __forceinline__ unsigned toTf32(float v) {
+#if defined(MOLT_CUDA_EMU)
+  // cvt.rna.tf32.f32: keep 10 mantissa bits, round to nearest with ties away from zero (adding
+  // half an ulp to the magnitude carries into the exponent exactly when the hardware's does);
+  // NaN stays NaN, which the carry alone could turn into Inf.
+  const unsigned u = __float_as_uint(v);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return 0x7fffffffu & 0xffffe000u;
+  return (u + 0x1000u) & 0xffffe000u;
+#else
   unsigned r;
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
   return r;
+#endif
 }
+
+#if defined(MOLT_CUDA_EMU)
+/// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 on the host emulator (kernels/cuda/emu):
+/// one warp collective gathers every lane's A and B fragments, then each lane computes its own
+/// four D elements. PTX ISA fragment layout, lane = 4g + t: a0 = A[g][t], a1 = A[g+8][t],
+/// a2 = A[g][t+4], a3 = A[g+8][t+4]; b0 = B[t][g], b1 = B[t+4][g]; d0, d1 = D[g][2t], D[g][2t+1];
+/// d2, d3 = D[g+8][2t], D[g+8][2t+1]. The tensor core reads only the 19 high bits of a tf32
+/// operand, so products are exact in fp32; the k-order of the fp32 sum is this emulator's choice.
+__device__ __forceinline__ void emuMmaM16N8K8Tf32(float &d0, float &d1, float &d2, float &d3,
+                                                  unsigned a0, unsigned a1, unsigned a2,
+                                                  unsigned a3, unsigned b0, unsigned b1) {
+  const unsigned mine[6] = {a0, a1, a2, a3, b0, b1};
+  const auto frag = molt_emu::warpExchange("mma.sync.m16n8k8.tf32", 0xffffffffu, mine, 6);
+  const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+  auto op = [&](int lane, int reg) { return __uint_as_float(frag[lane][reg] & 0xffffe000u); };
+  auto a = [&](int r, int k) { return op((r & 7) * 4 + (k & 3), (r >> 3) + 2 * (k >> 2)); };
+  auto b = [&](int k, int n) { return op(n * 4 + (k & 3), 4 + (k >> 2)); };
+  float *d[4] = {&d0, &d1, &d2, &d3};
+  for (int q = 0; q < 4; ++q) {
+    const int r = g + 8 * (q >> 1), c = 2 * t + (q & 1);
+    float acc = *d[q];
+    for (int k = 0; k < 8; ++k)
+      acc = fmaf(a(r, k), b(k, c), acc);
+    *d[q] = acc;
+  }
+}
+#endif
 
 /// The same tile product on the tensor cores (mma.sync m16n8k8 TF32, fp32 accumulate), with the
 /// same interface: element (i, j) of c is at row(i), col(j). Warps tile M in 16-row strips and
@@ -184,11 +221,16 @@ template <int M, int N, int THREADS> struct MmaTileAcc {
         for (int f = 0; f < NT; ++f) {
           const int n = (warp() % WN) * NT * 8 + f * 8 + g;
           const unsigned b0 = toTf32(Bs[(k0 + t) * LDB + n]), b1 = toTf32(Bs[(k0 + t + 4) * LDB + n]);
+#if defined(MOLT_CUDA_EMU)
+          emuMmaM16N8K8Tf32(c[2 * mi][2 * f], c[2 * mi][2 * f + 1], c[2 * mi + 1][2 * f],
+                            c[2 * mi + 1][2 * f + 1], a0, a1, a2, a3, b0, b1);
+#else
           asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
                        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                        : "+f"(c[2 * mi][2 * f]), "+f"(c[2 * mi][2 * f + 1]),
                          "+f"(c[2 * mi + 1][2 * f]), "+f"(c[2 * mi + 1][2 * f + 1])
                        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
         }
       }
     }

@@ -5,6 +5,7 @@
 // The CUDA backend lands in its own change; until its header exists this build has none.
 #if defined(MOLT_HAVE_CUDA) && __has_include("cuda/cuda_backend.h")
 #include "cuda/cuda_backend.h"
+#include "emu/emu_backend.h"
 #define MOLT_CUDA_BACKEND 1
 #endif
 
@@ -20,7 +21,14 @@ StatusOr<std::unique_ptr<Backend>> createBackend(const std::string &name) {
     return unavailable("this build has no CUDA backend");
 #endif
   }
-  return invalidArgument("unknown device '" + name + "' (expected cpu or cuda)");
+  if (name == "cuda-emu") { // the CUDA kernels on the host SIMT emulator (runtime/src/emu)
+#ifdef MOLT_CUDA_BACKEND
+    return createCudaEmuBackend();
+#else
+    return unavailable("this build has no CUDA backend to emulate");
+#endif
+  }
+  return invalidArgument("unknown device '" + name + "' (expected cpu, cuda or cuda-emu)");
 }
 
 } // namespace molt

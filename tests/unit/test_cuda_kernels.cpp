@@ -1,14 +1,19 @@
-// Every CUDA kernel against the CPU backend (the oracle) on identical inputs; skips without a GPU.
+// Every CUDA kernel against the CPU backend (the oracle) on identical inputs, on the GPU and on the host emulator.
 //
+// Each suite runs twice: CudaKernels/ on the GPU (skips without one; scripts/gpu-check) and
+// CudaEmuKernels/ on the host SIMT emulator (backend cuda-emu, kernels/cuda/emu), which runs in CI.
 // Each invocation of train_step (then of jvp) becomes its own entry point. Before each one the CPU state is
 // copied to the GPU, both run it, and every tensor is compared: max abs / rel error against a
 // per-tensor scale, ints exactly. Then a few whole train steps run side by side. Fixture bundles
-// always; $MOLT_CUDA_TEST_BUNDLES (colon-separated) adds larger ones (scripts/gpu-check).
+// always; $MOLT_CUDA_TEST_BUNDLES (colon-separated) adds larger ones on the GPU
+// (scripts/gpu-check), $MOLT_EMU_TEST_BUNDLES on the emulator (small ones: it is slow).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <sstream>
 
@@ -23,17 +28,18 @@ struct Bundle {
   int64_t batch;
 };
 
-std::vector<Bundle> bundles() {
+std::vector<Bundle> bundles(const std::string &device) {
   std::vector<Bundle> out;
   for (const char *f : {"tiny-molt", "tiny-molt-relu-l1", "tiny-transcoder", "tiny-transcoder-jumprelu",
                         "tiny-transcoder-topk"})
     out.push_back({std::string(MOLT_SOURCE_DIR) + "/tests/fixtures/" + f, 64});
-  const char *extra = std::getenv("MOLT_CUDA_TEST_BUNDLES");
-  const char *b = std::getenv("MOLT_CUDA_TEST_BATCH");
+  const bool emu = device == "cuda-emu";
+  const char *extra = std::getenv(emu ? "MOLT_EMU_TEST_BUNDLES" : "MOLT_CUDA_TEST_BUNDLES");
+  const char *b = std::getenv(emu ? "MOLT_EMU_TEST_BATCH" : "MOLT_CUDA_TEST_BATCH");
   std::stringstream ss(extra ? extra : "");
   for (std::string dir; std::getline(ss, dir, ':');)
     if (!dir.empty())
-      out.push_back({dir, b ? std::atoll(b) : 512});
+      out.push_back({dir, b ? std::atoll(b) : emu ? 64 : 512});
   return out;
 }
 
@@ -104,111 +110,180 @@ double rtol() {
 }
 
 
-TEST(CudaKernels, EveryTrainStepKernelMatchesTheCpuOracle) {
-  auto cudaOr = createBackend("cuda");
-  if (!cudaOr)
-    GTEST_SKIP() << cudaOr.status().message();
-  auto cpuOr = createBackend("cpu");
-  ASSERT_TRUE(cpuOr.isOk());
-  for (const Bundle &b : bundles()) {
+std::string shortName(const std::string &dir) { return dir.substr(dir.rfind('/') + 1); }
+
+/// Runs each invocation of train_step (then of jvp) alone on `dev` and on the CPU from the same
+/// state, and lists every disagreement ("kernel: tensor max abs ... max rel ..."); empty when
+/// every kernel matches the oracle.
+std::vector<std::string> kernelMismatches(Backend &cpuBackend, Backend &dev, const Bundle &b) {
+  std::vector<std::string> bad;
+  auto loaded = loadPlan(b.dir);
+  if (!loaded)
+    return {"loading the plan: " + loaded.status().message()};
+  Plan plan = *loaded;
+  std::vector<Invocation> steps = plan.entry_points.at("train_step");
+  if (auto jvp = plan.entry_points.find("jvp"); jvp != plan.entry_points.end())
+    steps.insert(steps.end(), jvp->second.begin(), jvp->second.end());
+  for (size_t i = 0; i < steps.size(); ++i)
+    plan.entry_points["k" + std::to_string(i)] = {steps[i]};
+  auto cpu = cpuBackend.prepare(plan, b.dir, b.batch);
+  if (!cpu)
+    return {"cpu prepare: " + cpu.status().message()};
+  auto gpu = dev.prepare(plan, b.dir, b.batch);
+  if (!gpu)
+    return {dev.name() + " prepare: " + gpu.status().message()};
+  std::mt19937 rng(11);
+  randomise(**cpu, plan, rng);
+
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const std::string entry = "k" + std::to_string(i);
+    const KernelDesc *k = plan.findKernel(steps[i].kernel);
+    copyAll(**cpu, **gpu);
+    if (Status s = (*cpu)->run(entry); !s)
+      return {k->name + " on the cpu: " + s.message()};
+    Status s = (*gpu)->run(entry);
+    if (s)
+      s = (*gpu)->synchronize();
+    if (!s)
+      return {k->name + ": " + s.message()};
+
+    // A pre value within rounding of a threshold may be listed on one side only; tolerate a
+    // handful and then skip the pair arrays, whose positions shift.
+    bool pairsComparable = true;
+    if (k->op == "encode_gate" || k->op == "tc_encode") {
+      const float cc = readF(**cpu, "pair_count")[0], gc = readF(**gpu, "pair_count")[0];
+      const int ci = *reinterpret_cast<const int *>(&cc), gi = *reinterpret_cast<const int *>(&gc);
+      if (std::abs(ci - gi) > std::max(2, int(ci * rtol())))
+        bad.push_back(k->name + ": pair_count " + std::to_string(gi) + ", cpu " + std::to_string(ci));
+      pairsComparable = ci == gi;
+    }
+    std::string worst;
+    double worstRel = 0;
+    for (const std::string &n : (*cpu)->names()) {
+      if (!pairsComparable && n.rfind("pair_", 0) == 0)
+        continue;
+      std::vector<float> c = readF(**cpu, n), g = readF(**gpu, n);
+      if (isIntTensor(**cpu, n)) {
+        size_t diff = 0;
+        for (size_t j = 0; j < c.size(); ++j)
+          diff += std::memcmp(&c[j], &g[j], 4) != 0;
+        if (diff)
+          bad.push_back(k->name + ": int tensor " + n + " differs in " + std::to_string(diff) + " places");
+        continue;
+      }
+      Diff d = compare(c, g, rtol());
+      if (n == "pair_gate" && (k->op == "encode_gate" || k->op == "tc_encode")) {
+        // g jumps from 0 to theta at the threshold: a pre within rounding of it is gated on
+        // one side only. Allow as many such flips as the tolerance allows pairs.
+        size_t flips = 0;
+        for (size_t j = 0; j < c.size(); ++j)
+          flips += (c[j] == 0.f) != (g[j] == 0.f);
+        if (flips <= size_t(std::max(2.0, rtol() * double(c.size()))))
+          d.bad = d.bad > flips ? d.bad - flips : 0;
+      }
+      if (d.bad) {
+        std::ostringstream msg;
+        msg << k->name << ": " << n << " max abs " << d.maxAbs << " max rel " << d.maxRel << " ("
+            << d.bad << " bad)";
+        bad.push_back(msg.str());
+      }
+      if (d.maxRel >= worstRel) {
+        worstRel = d.maxRel;
+        worst = n;
+      }
+    }
+    std::printf("[%s-vs-cpu] %-28s %-18s worst %-14s rel %.3g\n", dev.name().c_str(),
+                shortName(b.dir).c_str(), k->name.c_str(), worst.c_str(), worstRel);
+  }
+  return bad;
+}
+
+/// Parameterised by the backend that runs the CUDA kernels: "cuda" or "cuda-emu".
+class DeviceKernels : public testing::TestWithParam<const char *> {
+protected:
+  void SetUp() override {
+    auto dev = createBackend(GetParam());
+    if (!dev)
+      GTEST_SKIP() << dev.status().message();
+    device = std::move(*dev);
+    auto c = createBackend("cpu");
+    ASSERT_TRUE(c.isOk());
+    cpu = std::move(*c);
+  }
+  std::unique_ptr<Backend> device, cpu;
+};
+
+TEST_P(DeviceKernels, EveryTrainStepKernelMatchesTheCpuOracle) {
+  for (const Bundle &b : bundles(GetParam())) {
     SCOPED_TRACE(b.dir);
-    auto loaded = loadPlan(b.dir);
-    ASSERT_TRUE(loaded.isOk()) << loaded.status().message();
-    Plan plan = *loaded;
-    std::vector<Invocation> steps = plan.entry_points.at("train_step");
-    if (auto jvp = plan.entry_points.find("jvp"); jvp != plan.entry_points.end())
-      steps.insert(steps.end(), jvp->second.begin(), jvp->second.end());
-    for (size_t i = 0; i < steps.size(); ++i)
-      plan.entry_points["k" + std::to_string(i)] = {steps[i]};
-    auto cpu = (*cpuOr)->prepare(plan, b.dir, b.batch);
-    ASSERT_TRUE(cpu.isOk()) << cpu.status().message();
-    auto gpu = (*cudaOr)->prepare(plan, b.dir, b.batch);
-    ASSERT_TRUE(gpu.isOk()) << gpu.status().message();
-    std::mt19937 rng(11);
-    randomise(**cpu, plan, rng);
+    std::string all;
+    for (const std::string &m : kernelMismatches(*cpu, *device, b))
+      all += "\n  " + m;
+    EXPECT_TRUE(all.empty()) << shortName(b.dir) << ":" << all;
+  }
+}
 
-    for (size_t i = 0; i < steps.size(); ++i) {
-      const std::string entry = "k" + std::to_string(i);
-      const KernelDesc *k = plan.findKernel(steps[i].kernel);
-      copyAll(**cpu, **gpu);
-      ASSERT_TRUE((*cpu)->run(entry).isOk());
-      Status s = (*gpu)->run(entry);
-      ASSERT_TRUE(s.isOk()) << k->name << ": " << s.message();
-      ASSERT_TRUE((*gpu)->synchronize().isOk()) << k->name;
-
-      // A pre value within rounding of a threshold may be listed on one side only; tolerate a
-      // handful and then skip the pair arrays, whose positions shift.
-      bool pairsComparable = true;
-      if (k->op == "encode_gate" || k->op == "tc_encode") {
-        const float cc = readF(**cpu, "pair_count")[0], gc = readF(**gpu, "pair_count")[0];
-        const int ci = *reinterpret_cast<const int *>(&cc), gi = *reinterpret_cast<const int *>(&gc);
-        EXPECT_LE(std::abs(ci - gi), std::max(2, int(ci * rtol()))) << k->name << " pair_count";
-        pairsComparable = ci == gi;
-      }
-      std::string worst;
-      double worstRel = 0;
-      for (const std::string &n : (*cpu)->names()) {
-        if (!pairsComparable && n.rfind("pair_", 0) == 0)
-          continue;
-        std::vector<float> c = readF(**cpu, n), g = readF(**gpu, n);
-        if (isIntTensor(**cpu, n)) {
-          size_t diff = 0;
-          for (size_t j = 0; j < c.size(); ++j)
-            diff += std::memcmp(&c[j], &g[j], 4) != 0;
-          EXPECT_EQ(diff, 0u) << k->name << ": int tensor " << n << " differs in " << diff << " places";
-          continue;
-        }
-        Diff d = compare(c, g, rtol());
-        if (n == "pair_gate" && (k->op == "encode_gate" || k->op == "tc_encode")) {
-          // g jumps from 0 to theta at the threshold: a pre within rounding of it is gated on
-          // one side only. Allow as many such flips as the tolerance allows pairs.
-          size_t flips = 0;
-          for (size_t j = 0; j < c.size(); ++j)
-            flips += (c[j] == 0.f) != (g[j] == 0.f);
-          if (flips <= size_t(std::max(2.0, rtol() * double(c.size()))))
-            d.bad = d.bad > flips ? d.bad - flips : 0;
-        }
-        EXPECT_EQ(d.bad, 0u) << k->name << ": " << n << " max abs " << d.maxAbs << " max rel "
-                             << d.maxRel;
-        if (d.maxRel >= worstRel) {
-          worstRel = d.maxRel;
-          worst = n;
-        }
-      }
-      std::printf("[cuda-vs-cpu] %-28s %-18s worst %-14s rel %.3g\n", b.dir.substr(b.dir.rfind('/') + 1).c_str(),
-                  k->name.c_str(), worst.c_str(), worstRel);
+TEST_P(DeviceKernels, TrainStepsTrackTheCpuLossCurve) {
+  for (const Bundle &b : bundles(GetParam())) {
+    SCOPED_TRACE(b.dir);
+    auto plan = loadPlan(b.dir);
+    ASSERT_TRUE(plan.isOk());
+    auto c = cpu->prepare(*plan, b.dir, b.batch);
+    auto g = device->prepare(*plan, b.dir, b.batch);
+    ASSERT_TRUE(c.isOk()) << c.status().message();
+    ASSERT_TRUE(g.isOk()) << g.status().message();
+    std::mt19937 rng(5);
+    randomise(**c, *plan, rng);
+    copyAll(**c, **g);
+    for (int step = 1; step <= 5; ++step) {
+      const float sc[8] = {0.05f, 1e-3f, 0.9f, 0.999f, 1e-8f, 1.0f, float(step), 1.f / float(b.batch)};
+      ASSERT_TRUE((*c)->write("scalars", sc, sizeof sc).isOk());
+      ASSERT_TRUE((*g)->write("scalars", sc, sizeof sc).isOk());
+      ASSERT_TRUE((*c)->run("train_step").isOk());
+      Status s = (*g)->run("train_step");
+      ASSERT_TRUE(s.isOk()) << s.message();
+      std::vector<float> cs = readF(**c, "stats"), gs = readF(**g, "stats");
+      const double lc = cs[0] / b.batch + sc[0] * cs[2] / b.batch, lg = gs[0] / b.batch + sc[0] * gs[2] / b.batch;
+      std::printf("[%s-vs-cpu] %-28s step %d loss cpu %.6g %s %.6g active %g/%g\n",
+                  device->name().c_str(), shortName(b.dir).c_str(), step, lc, device->name().c_str(),
+                  lg, cs[3], gs[3]);
+      EXPECT_NEAR(lg, lc, 5 * rtol() * std::fabs(lc) + 1e-6) << "step " << step;
     }
   }
 }
 
-TEST(CudaKernels, TrainStepsTrackTheCpuLossCurve) {
-  auto cudaOr = createBackend("cuda");
-  if (!cudaOr)
-    GTEST_SKIP() << cudaOr.status().message();
+// scripts/gpu-check selects the GPU runs with --gtest_filter='CudaKernels*'.
+INSTANTIATE_TEST_SUITE_P(CudaKernels, DeviceKernels, testing::Values("cuda"));
+INSTANTIATE_TEST_SUITE_P(CudaEmuKernels, DeviceKernels, testing::Values("cuda-emu"));
+
+// The harness can fail: tiny-molt with one kernel template broken by an off-by-one index
+// (add_bias reads the next column's bias) must be reported, naming that kernel and tensor.
+TEST(CudaEmuHarness, AnIndexingBugInAKernelIsCaught) {
+  auto emuOr = createBackend("cuda-emu");
+  if (!emuOr)
+    GTEST_SKIP() << emuOr.status().message();
   auto cpuOr = createBackend("cpu");
-  for (const Bundle &b : bundles()) {
-    SCOPED_TRACE(b.dir);
-    auto plan = loadPlan(b.dir);
-    ASSERT_TRUE(plan.isOk());
-    auto cpu = (*cpuOr)->prepare(*plan, b.dir, b.batch);
-    auto gpu = (*cudaOr)->prepare(*plan, b.dir, b.batch);
-    ASSERT_TRUE(cpu.isOk() && gpu.isOk());
-    std::mt19937 rng(5);
-    randomise(**cpu, *plan, rng);
-    copyAll(**cpu, **gpu);
-    for (int step = 1; step <= 5; ++step) {
-      const float sc[8] = {0.05f, 1e-3f, 0.9f, 0.999f, 1e-8f, 1.0f, float(step), 1.f / float(b.batch)};
-      ASSERT_TRUE((*cpu)->write("scalars", sc, sizeof sc).isOk());
-      ASSERT_TRUE((*gpu)->write("scalars", sc, sizeof sc).isOk());
-      ASSERT_TRUE((*cpu)->run("train_step").isOk());
-      ASSERT_TRUE((*gpu)->run("train_step").isOk());
-      std::vector<float> c = readF(**cpu, "stats"), g = readF(**gpu, "stats");
-      const double lc = c[0] / b.batch + sc[0] * c[2] / b.batch, lg = g[0] / b.batch + sc[0] * g[2] / b.batch;
-      std::printf("[cuda-vs-cpu] %-28s step %d loss cpu %.6g cuda %.6g active %g/%g\n",
-                  b.dir.substr(b.dir.rfind('/') + 1).c_str(), step, lc, lg, c[3], g[3]);
-      EXPECT_NEAR(lg, lc, 5 * rtol() * std::fabs(lc) + 1e-6) << "step " << step;
-    }
-  }
+  ASSERT_TRUE(cpuOr.isOk());
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(testing::TempDir()) / "molt_emu_bug" / "tiny-molt";
+  fs::remove_all(dir);
+  fs::create_directories(dir / "molt_kernels");
+  fs::copy_file(fs::path(MOLT_SOURCE_DIR) / "tests/fixtures/tiny-molt/manifest.json", dir / "manifest.json");
+  // A bundle that carries molt_kernels/ is compiled against those headers, not the tree's.
+  for (const auto &e : fs::directory_iterator(fs::path(MOLT_SOURCE_DIR) / "kernels/cuda"))
+    if (e.path().extension() == ".cuh")
+      fs::copy_file(e.path(), dir / "molt_kernels" / e.path().filename());
+  std::ifstream in(dir / "molt_kernels/loss.cuh");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string good = "yhat[i] += bias[i % D];";
+  const size_t at = text.find(good);
+  ASSERT_NE(at, std::string::npos) << "loss.cuh changed: update the injected bug";
+  text.replace(at, good.size(), "yhat[i] += bias[(i + 1) % D];");
+  std::ofstream(dir / "molt_kernels/loss.cuh") << text;
+
+  const std::vector<std::string> bad = kernelMismatches(**cpuOr, **emuOr, {dir.string(), 64});
+  ASSERT_FALSE(bad.empty()) << "an off-by-one bias index went unnoticed";
+  EXPECT_EQ(bad[0].rfind("add_bias: yhat", 0), 0u) << bad[0];
 }
 
 } // namespace

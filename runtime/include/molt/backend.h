@@ -63,14 +63,15 @@ public:
 class Backend {
 public:
   virtual ~Backend() = default;
-  virtual std::string name() const = 0;       // "cpu" | "cuda"
+  virtual std::string name() const = 0;       // "cpu" | "cuda" | "cuda-emu"
   virtual std::string deviceName() const = 0; // e.g. "2-core x86_64" or "NVIDIA H100 80GB HBM3"
   virtual StatusOr<std::unique_ptr<Executor>> prepare(const Plan &plan, const std::string &bundleDir,
                                                       int64_t batch) = 0;
 };
 
 /// "cpu" always works; "cuda" returns Unavailable with a one-line reason where there is no
-/// driver, no NVRTC or no device.
+/// driver, no NVRTC or no device; "cuda-emu" runs the CUDA kernels on the host SIMT emulator
+/// (runtime/src/emu; needs only a host C++ compiler at run time, slow: for tests).
 StatusOr<std::unique_ptr<Backend>> createBackend(const std::string &name);
 
 } // namespace molt

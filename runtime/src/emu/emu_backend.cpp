@@ -1,0 +1,198 @@
+// EmuExecutor: host memory as device memory, and every launch through one emulator module per plan.
+#include "emu/emu_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "emu/emu_module.h"
+#include "executor_base.h"
+#include "kernels/cuda/wrapper.h"
+#include "molt/cuda.h"
+#include "molt/ops.h"
+
+namespace molt {
+namespace emu {
+
+StatusOr<std::array<unsigned, 3>> launchGrid(const LaunchConfig &launch, int64_t B, int64_t T,
+                                             int64_t P) {
+  std::array<unsigned, 3> out{};
+  for (int d = 0; d < 3; ++d) {
+    const std::string &e = launch.grid[d];
+    auto value = [&](const std::string &s) -> int64_t {
+      if (s == "B" || s == "T" || s == "P")
+        return s == "B" ? B : s == "T" ? T : P;
+      const bool digits = !s.empty() && s.size() < 12 && s.find_first_not_of("0123456789") == std::string::npos;
+      return digits ? std::stoll(s) : -1;
+    };
+    int64_t g = -1;
+    const size_t comma = e.find(',');
+    if (e.rfind("cdiv(", 0) == 0 && e.back() == ')' && comma != std::string::npos) {
+      const int64_t x = value(e.substr(5, comma - 5)), n = value(e.substr(comma + 1, e.size() - comma - 2));
+      g = x >= 0 && n > 0 ? (x + n - 1) / n : -1;
+    } else {
+      g = value(e);
+    }
+    if (g <= 0 || g > (d == 0 ? 2147483647 : 65535))
+      return invalidArgument("grid expression '" + e + "' is malformed or out of range");
+    out[size_t(d)] = unsigned(g);
+  }
+  return out;
+}
+
+namespace {
+
+class EmuExecutor final : public ExecutorBase {
+public:
+  static StatusOr<std::unique_ptr<Executor>> create(const Plan &plan, const std::string &bundleDir,
+                                                    int64_t batch) {
+    std::unique_ptr<EmuExecutor> ex(new EmuExecutor(plan, batch));
+    MOLT_RETURN_IF_ERROR(ex->initialize());
+    MOLT_RETURN_IF_ERROR(ex->build(bundleDir));
+    return std::unique_ptr<Executor>(std::move(ex));
+  }
+
+  void *storage(const std::string &name) override { return info(name) ? ptr(name) : nullptr; }
+
+  Status bind(const std::string &name, void *external) override {
+    if (!info(name))
+      return notFound("no tensor named '" + name + "'");
+    if (external)
+      bound_[name] = external;
+    else
+      bound_.erase(name);
+    tables_.clear(); // they hold raw pointers
+    return Status::ok();
+  }
+
+protected:
+  Status allocate(const BufferInfo &info) override {
+    memory_[info.name].assign(size_t(info.numel()), 0u);
+    return Status::ok();
+  }
+  Status writeBytes(const BufferInfo &info, const void *host) override {
+    std::memcpy(ptr(info.name), host, info.bytes());
+    return Status::ok();
+  }
+  Status readBytes(const BufferInfo &info, void *host) override {
+    std::memcpy(host, ptr(info.name), info.bytes());
+    return Status::ok();
+  }
+  Status zeroBytes(const BufferInfo &info) override {
+    std::memset(ptr(info.name), 0, info.bytes());
+    return Status::ok();
+  }
+
+  Status launch(const KernelDesc &kd, const Invocation &inv) override {
+    const OpSignature *sig = findOp(kd.op);
+    auto launchIt = launches_.find(kd.name);
+    if (!sig || launchIt == launches_.end())
+      return internalError("kernel '" + kd.name + "' was not built for the emulator");
+    const LaunchConfig &L = launchIt->second;
+    k::Args args{};
+    int slot = 0;
+    for (const char *name : sig->args) {
+      if (std::string(name) == "params")
+        continue; // its tensors travel in the ParamEntry table below
+      if (slot == k::kMaxArgs)
+        return internalError("op '" + kd.op + "' has more arguments than molt::k::Args holds");
+      args.p[slot++] = ptr(inv.args.at(name));
+    }
+    args.B = batch();
+    args.P = pairCapacity();
+    args.d_model = int(plan().model.d_model);
+    if (auto it = inv.args.find("params"); it != inv.args.end()) {
+      const std::vector<k::ParamEntry> &table = paramTable(it->second);
+      args.params = table.data();
+      args.nparams = int(table.size());
+    }
+    if (const int64_t words = cudaWorkWords(kd, batch()); words > 0) {
+      std::fill(work_.begin(), work_.begin() + words, 0u);
+      args.work = work_.data();
+    }
+    if (L.smem > 0)
+      return unavailable("kernel '" + kd.name + "': the emulator has no dynamic shared memory");
+    auto grid = launchGrid(L, batch(), plan().model.numTransforms(), pairCapacity());
+    if (!grid)
+      return grid.status().withContext("kernel '" + kd.name + "'");
+    const unsigned block[3] = {unsigned(L.block[0]), unsigned(L.block[1]), unsigned(L.block[2])};
+    return module_->launch(kd.entry, grid->data(), block, args);
+  }
+
+private:
+  EmuExecutor(const Plan &plan, int64_t batch) : ExecutorBase(plan, batch) {}
+
+  /// Builds (or finds cached) the plan's module from the sources the CUDA backend would compile.
+  Status build(const std::string &bundleDir) {
+    auto sources = cuda::kernelSources(plan(), bundleDir);
+    if (!sources)
+      return sources.status();
+    auto inc = cuda::bundleIncludes(bundleDir);
+    if (!inc)
+      return inc.status();
+    std::map<std::string, std::string> headers = inc->headers;
+    for (const std::string &dir : inc->dirs) { // a bundle that carries molt_kernels/
+      auto h = cuda::loadKernelHeaders(dir + "/molt_kernels");
+      if (!h)
+        return h.status();
+      headers.insert(h->begin(), h->end());
+    }
+    std::vector<KernelSource> kernels;
+    int64_t scratch = 0;
+    for (size_t i = 0; i < sources->size(); ++i) {
+      const KernelDesc &k = plan().kernels[i];
+      kernels.push_back({(*sources)[i], {k.entry}});
+      launches_[k.name] = cuda::effectiveLaunch(k, bundleDir);
+      scratch = std::max(scratch, cudaWorkWords(k, batch()));
+    }
+    work_.assign(size_t(scratch), 0u);
+    auto m = buildModule(kernels, headers);
+    if (!m)
+      return m.status();
+    module_ = *m;
+    return Status::ok();
+  }
+
+  const std::vector<k::ParamEntry> &paramTable(const std::string &list) {
+    auto it = tables_.find(list);
+    if (it != tables_.end())
+      return it->second;
+    std::vector<k::ParamEntry> &t = tables_[list];
+    for (const std::string &p : splitParams(list)) {
+      auto f = [&](const std::string &n) { return static_cast<float *>(ptr(n)); };
+      t.push_back({f(p), f("d_" + p), f("m_" + p), f("v_" + p), info(p)->numel()});
+    }
+    return t;
+  }
+
+  void *ptr(const std::string &name) {
+    auto b = bound_.find(name);
+    return b != bound_.end() ? b->second : memory_.at(name).data();
+  }
+
+  std::map<std::string, std::vector<unsigned>> memory_;
+  std::map<std::string, void *> bound_;
+  std::map<std::string, std::vector<k::ParamEntry>> tables_;
+  std::map<std::string, LaunchConfig> launches_;
+  std::vector<unsigned> work_;
+  std::shared_ptr<Module> module_;
+};
+
+class EmuBackend final : public Backend {
+public:
+  std::string name() const override { return "cuda-emu"; }
+  std::string deviceName() const override { return "host SIMT emulator of the CUDA kernels"; }
+  StatusOr<std::unique_ptr<Executor>> prepare(const Plan &plan, const std::string &bundleDir,
+                                              int64_t batch) override {
+    return EmuExecutor::create(plan, bundleDir, batch);
+  }
+};
+
+} // namespace
+} // namespace emu
+
+StatusOr<std::unique_ptr<Backend>> createCudaEmuBackend() {
+  return std::unique_ptr<Backend>(new emu::EmuBackend);
+}
+
+} // namespace molt
