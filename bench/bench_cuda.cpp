@@ -1,7 +1,9 @@
 // GPU benchmarks: train step and forward tokens/s, sparse-apply bandwidth against the HBM roofline, cold/warm kernel compile.
 //
 // The bundle is $MOLT_BENCH_BUNDLE (scripts/gpu-check writes the d=768, ref:16 schedule with
-// tests/fixtures/make_fixture.py); batch $MOLT_BENCH_BATCH (8192). Thresholds are set so about
+// tests/fixtures/make_fixture.py); batch $MOLT_BENCH_BATCH (8192). The step, forward and apply
+// benchmarks run at both precisions, /f32 and /bf16 (docs/bundle.md, "Precision"): a bundle
+// without .cu files gets its wrappers written for either; a compiled one runs as compiled. Thresholds are set so about
 // 33 of the 496 transforms fire per token (theta = 1.5 on unit-variance pre-activations), the
 // same rule bench/peers_torch.py uses. The compile benchmarks need only NVRTC.
 #include <benchmark/benchmark.h>
@@ -66,6 +68,22 @@ Gpu &gpu() {
     return g;
   }();
   return g;
+}
+
+/// Sets `plan` to the benchmark's plan at `precision`; false (and a skip) when the bundle's
+/// compiled sources fix another (the wrappers, which carry the precision, come from them).
+bool planAt(const std::string &precision, Plan &plan, benchmark::State &state) {
+  plan = gpu().plan;
+  if (plan.precision == precision)
+    return true;
+  for (const KernelDesc &k : plan.kernels)
+    if (cuda::hasKernelSource(k, bundleDir())) {
+      state.SkipWithError(("the bundle was compiled for " + plan.precision + "; compile one with "
+                           "--precision " + precision + " for this variant").c_str());
+      return false;
+    }
+  plan.precision = precision;
+  return true;
 }
 
 /// An executor with the benchmark's parameters and data, and `stats` from one train step.
@@ -137,23 +155,27 @@ void timeEntry(benchmark::State &state, const Plan &plan, const std::string &ent
   state.SetLabel(gpu().backend->deviceName());
 }
 
-void BM_CudaTrainStep(benchmark::State &state) {
-  if (ready(state))
-    timeEntry(state, gpu().plan, "train_step", 0);
+void BM_CudaTrainStep(benchmark::State &state, const char *precision) {
+  Plan plan;
+  if (ready(state) && planAt(precision, plan, state))
+    timeEntry(state, plan, "train_step", 0);
 }
 
-void BM_CudaForward(benchmark::State &state) {
-  if (ready(state))
-    timeEntry(state, gpu().plan, "forward", 0);
+void BM_CudaForward(benchmark::State &state, const char *precision) {
+  Plan plan;
+  if (ready(state) && planAt(precision, plan, state))
+    timeEntry(state, plan, "forward", 0);
 }
 
 /// The bucket_apply launches of forward alone, after one forward built the pair lists. Bytes
-/// it must move: every U_t, V_t once (all transforms are active at this batch), x read once,
-/// yhat read and written once, and each listed pair's token and gate.
-void BM_CudaSparseApply(benchmark::State &state) {
-  if (!ready(state))
+/// it must move: every U_t, V_t once (all transforms are active at this batch), x read once
+/// (both at 2 bytes an element in bf16), yhat read and written once, and each listed pair's
+/// token and gate.
+void BM_CudaSparseApply(benchmark::State &state, const char *precision) {
+  Plan plan;
+  if (!ready(state) || !planAt(precision, plan, state))
     return;
-  Plan plan = gpu().plan;
+  const double elem = plan.precision == "bf16" ? 2 : 4;
   std::vector<Invocation> apply;
   for (const Invocation &inv : plan.entry_points.at("forward"))
     if (plan.findKernel(inv.kernel)->op == "bucket_apply")
@@ -162,7 +184,7 @@ void BM_CudaSparseApply(benchmark::State &state) {
   const double D = double(plan.model.d_model), B = double(batchSize());
   double weights = 0;
   for (const Bucket &b : plan.model.buckets)
-    weights += 2.0 * double(b.count) * D * double(b.rank) * 4;
+    weights += 2.0 * double(b.count) * D * double(b.rank) * elem;
   // Pairs: L0 per token, ~33 here; counted from the lists the forward pass leaves behind.
   auto ex = prepared(plan, state);
   if (!ex)
@@ -171,7 +193,7 @@ void BM_CudaSparseApply(benchmark::State &state) {
   int32_t pairs = 0;
   (void)ex->read("pair_count", &pairs, 4);
   ex.reset();
-  timeEntry(state, plan, "bench_apply", weights + 3 * B * D * 4 + double(pairs) * 8, "forward");
+  timeEntry(state, plan, "bench_apply", weights + B * D * (elem + 8) + double(pairs) * 8, "forward");
   state.counters["pairs"] = pairs;
 }
 
@@ -225,9 +247,12 @@ void BM_NvrtcWarmCache(benchmark::State &state) { compileBench(state, true); }
 BENCHMARK(BM_NvrtcColdCompile)->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(BM_NvrtcWarmCache)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CudaWarmStart)->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(5);
-BENCHMARK(BM_CudaSparseApply)->Unit(benchmark::kMillisecond)->UseManualTime();
-BENCHMARK(BM_CudaForward)->Unit(benchmark::kMillisecond)->UseManualTime();
-BENCHMARK(BM_CudaTrainStep)->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK_CAPTURE(BM_CudaSparseApply, f32, "f32")->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK_CAPTURE(BM_CudaSparseApply, bf16, "bf16")->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK_CAPTURE(BM_CudaForward, f32, "f32")->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK_CAPTURE(BM_CudaForward, bf16, "bf16")->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK_CAPTURE(BM_CudaTrainStep, f32, "f32")->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK_CAPTURE(BM_CudaTrainStep, bf16, "bf16")->Unit(benchmark::kMillisecond)->UseManualTime();
 
 } // namespace
 

@@ -87,7 +87,7 @@ def gather_forward(x, p, buckets):
         gg = gg.index_put((t_idx, pos), gk[tok, t_idx])
         h = torch.bmm(xg, p[f"v{k}"].transpose(1, 2)) * gg[..., None]
         yg = torch.bmm(h, p[f"u{k}"].transpose(1, 2))
-        y = y.index_add(0, tok, yg[t_idx, pos])
+        y = y.index_add(0, tok, yg[t_idx, pos].to(y.dtype))  # bf16 under autocast
     return y, g
 
 
@@ -120,6 +120,9 @@ def main():
     ap.add_argument("--n", type=int, default=16, help="schedule multiplier (ref:N)")
     ap.add_argument("--batch", type=int, default=8192)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--precision", default="f32,bf16",
+                    help="comma-separated: f32, and/or bf16 (torch.autocast: bf16 matmuls, fp32 "
+                         "weights, like molt's bf16 bundles)")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("peers_torch.py: error: no CUDA device visible to PyTorch")
@@ -136,16 +139,20 @@ def main():
         agree = float((yd - yg).abs().max() / yd.abs().max())
     print(f"device {torch.cuda.get_device_name()}  d={a.d} ref:{a.n} T={sum(c for _, c in buckets)}"
           f"  batch {a.batch}  L0 {l0:.1f}  dense-vs-gather max rel diff {agree:.2e}")
-    print(f"{'peer':10s} {'forward ms':>11s} {'train ms':>10s} {'train tok/s':>13s}")
-    for name, fwd in (("dense", dense_forward), ("gather", gather_forward)):
-        opt = torch.optim.Adam(p.values(), lr=1e-4)
-        with torch.no_grad():
-            f_ms = timed(lambda: fwd(x, p, buckets), a.iters)
-        t_ms = timed(lambda: train_step(fwd, x, y, p, buckets, opt), a.iters)
-        print(f"{name:10s} {f_ms:11.2f} {t_ms:10.2f} {a.batch / t_ms * 1e3:13.0f}")
-        print(json.dumps({"peer": f"torch_{name}", "forward_ms": f_ms, "train_step_ms": t_ms,
-                          "train_tokens_per_s": a.batch / t_ms * 1e3, "L0": l0,
-                          "device": torch.cuda.get_device_name()}))
+    print(f"{'peer':12s} {'forward ms':>11s} {'train ms':>10s} {'train tok/s':>13s}")
+    for prec in a.precision.split(","):
+        amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=prec == "bf16")
+        for base, fwd in (("dense", dense_forward), ("gather", gather_forward)):
+            name = base if prec == "f32" else f"{base}-{prec}"
+            opt = torch.optim.Adam(p.values(), lr=1e-4)
+            with torch.no_grad(), amp:
+                f_ms = timed(lambda: fwd(x, p, buckets), a.iters)
+            with amp:
+                t_ms = timed(lambda: train_step(fwd, x, y, p, buckets, opt), a.iters)
+            print(f"{name:12s} {f_ms:11.2f} {t_ms:10.2f} {a.batch / t_ms * 1e3:13.0f}")
+            print(json.dumps({"peer": f"torch_{name}", "precision": prec, "forward_ms": f_ms,
+                              "train_step_ms": t_ms, "train_tokens_per_s": a.batch / t_ms * 1e3,
+                              "L0": l0, "device": torch.cuda.get_device_name()}))
 
 
 if __name__ == "__main__":

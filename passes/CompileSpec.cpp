@@ -49,6 +49,7 @@ molt::Status molt::compiler::compileSpec(const std::string &specPath, const std:
   pipeline.outDir = outDir;
   pipeline.verifyArchs = options.verifyArchs;
   pipeline.fusionReport = options.fusionReport;
+  pipeline.precision = options.precision;
   mlir::PassManager pm(&context);
   mlir::molt::buildMoltDefaultPipeline(pm, pipeline);
   if (mlir::failed(pm.run(*module)))

@@ -13,6 +13,7 @@ struct CompileOptions {
   std::string tuningDb;      // launch configurations to prefer (JSON); empty: the heuristic
   std::string verifyArchs;   // e.g. "sm_80,sm_90a": compile every kernel with NVRTC
   bool fusionReport = false; // print the kernels before and after fusion on stdout
+  std::string precision = "f32"; // "bf16": bf16 tensor-core tiles and bf16 streamed storage
 };
 
 /// Parses, verifies and compiles `specPath`, writing the bundle to `outDir`. Diagnostics go into

@@ -112,6 +112,8 @@ static FailureOr<::molt::Plan> buildPlan(ModuleOp module) {
     return module.emitError() << "is not lowered (no molt_k.spec naming a layer or transcoder)";
   ::molt::Plan plan;
   plan.model = std::move(*model);
+  if (auto precision = module->getAttrOfType<StringAttr>("molt_k.precision"))
+    plan.precision = precision.getValue().str();
 
   llvm::StringSet<> owned; // params and the runtime-allocated companions of each
   llvm::StringMap<BufferOp> buffers;
@@ -240,7 +242,7 @@ static LogicalResult writeBundle(ModuleOp module, const ::molt::Plan &plan,
   }
   std::map<std::string, std::string> sources;
   for (const ::molt::KernelDesc &k : plan.kernels) {
-    ::molt::StatusOr<std::string> source = ::molt::cudaWrapperSource(k);
+    ::molt::StatusOr<std::string> source = ::molt::cudaWrapperSource(k, plan.precision);
     if (!source)
       return module.emitError() << source.status().message();
     if (failed(writeFile(module, dir + "/" + k.source, *source)))

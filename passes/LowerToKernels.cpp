@@ -185,6 +185,14 @@ struct MoltLowerToKernelsPass : ::mlir::molt::impl::MoltLowerToKernelsBase<MoltL
   void runOnOperation() override {
     ModuleOp module = getOperation();
     MLIRContext *ctx = &getContext();
+    if (precision != "f32" && precision != "bf16") {
+      module.emitError() << "unknown precision '" << precision << "' (f32 or bf16)";
+      return signalPassFailure();
+    }
+    // Emission reads it back: the wrappers' Cfg::precision and the manifest's "precision"
+    // (absent means f32, so fp32 modules print as before).
+    if (precision != "f32")
+      module->setAttr("molt_k.precision", StringAttr::get(ctx, precision));
     std::optional<llvm::json::Value> tuning;
     if (!tuningDb.empty()) {
       auto file = llvm::MemoryBuffer::getFile(tuningDb);

@@ -120,6 +120,8 @@ def MoltLowerToKernels : Pass<"molt-lower-to-kernels", "::mlir::ModuleOp"> {
   let options = [
     Option<"tuningDb", "tuning-db", "std::string", "\"\"",
            "a JSON object mapping op(attr=value,...) keys to launch fields, preferred over the heuristic">,
+    Option<"precision", "precision", "std::string", "\"f32\"",
+           "f32 or bf16: the kernels' tile products and streamed storage (recorded as the module's molt_k.precision)">,
   ];
   let dependentDialects = ["::mlir::molt_k::MoltKDialect"];
 }

@@ -19,7 +19,7 @@ void mlir::molt::buildMoltDefaultPipeline(OpPassManager &pm, const MoltPipelineO
   pm.addPass(createMoltFuseOptimizer());
   if (options.fusionReport)
     pm.addPass(createMoltFusionReport(MoltFusionReportOptions{"after fusion"}));
-  pm.addPass(createMoltLowerToKernels(MoltLowerToKernelsOptions{options.tuningDb}));
+  pm.addPass(createMoltLowerToKernels(MoltLowerToKernelsOptions{options.tuningDb, options.precision}));
   if (!options.outDir.empty())
     pm.addPass(createMoltEmitBundle(MoltEmitBundleOptions{options.outDir, options.verifyArchs}));
 }

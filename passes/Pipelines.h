@@ -20,6 +20,9 @@ struct MoltPipelineOptions : public PassPipelineOptions<MoltPipelineOptions> {
   Option<std::string> verifyArchs{*this, "verify-archs",
                                   llvm::cl::desc("compile every kernel with NVRTC for these"),
                                   llvm::cl::init("")};
+  Option<std::string> precision{*this, "precision",
+                                llvm::cl::desc("f32 or bf16 (tile products and streamed storage)"),
+                                llvm::cl::init("f32")};
   Option<bool> fusionReport{*this, "fusion-report",
                             llvm::cl::desc("print the kernels before and after fusion"),
                             llvm::cl::init(false)};

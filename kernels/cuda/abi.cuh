@@ -20,6 +20,9 @@ struct ParamEntry {
   float *m;
   float *v;
   long long n; // elements
+  /// The bf16 copy of p the kernels of a bf16 plan read (docs/bundle.md, "Precision"), which
+  /// adam rewrites after each update of the fp32 master p; null when there is none.
+  unsigned short *lp;
 };
 
 /// The single by-value argument of every `extern "C" __global__` entry.
@@ -36,12 +39,44 @@ struct Args {
   unsigned *work;
   /// grad_norm / adam: the params of the invocation's list, in list order; else null.
   const ParamEntry *params;
+  /// lp[i]: the bf16 copy of argument i (same element order as p[i]) when the plan's precision
+  /// is bf16 and the executor keeps one (x and every param), else null. Kernels compiled for
+  /// bf16 stream these instead of the fp32 tensors.
+  const unsigned short *lp[kMaxArgs];
 };
 
 // Gate and penalty kinds as compile-time constants (the manifest's strings, mapped by
 // kernels/cuda/wrapper.h).
 enum Gate { kGateJumpRelu = 0, kGateRelu = 1, kGateTopK = 2 };
 enum Penalty { kPenaltyTanh = 0, kPenaltyL1 = 1 };
+/// The manifest's `precision` as the wrapper's `Cfg::precision` (absent means kPrecisionF32).
+enum Precision { kPrecisionF32 = 0, kPrecisionBf16 = 1 };
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define MOLT_HD __host__ __device__ __forceinline__
+#else
+#define MOLT_HD inline
+#endif
+
+/// The bits of one type read as another of the same size (a register move on the device).
+template <class To, class From> MOLT_HD To bitCast(const From &v) {
+  static_assert(sizeof(To) == sizeof(From), "same size");
+  To t;
+  __builtin_memcpy(&t, &v, sizeof t);
+  return t;
+}
+
+/// bf16 as stored: the top half of an fp32 bit pattern. One conversion for the kernels, the
+/// host executor and the emulator, so a copy made on the host and one made on the device agree
+/// to the bit (no cuda_bf16.h, which the host compiler lacks). Round to nearest, ties to even;
+/// NaN stays a (quiet) NaN, +-Inf and overflow go to +-Inf.
+MOLT_HD unsigned short floatToBf16(float f) {
+  const unsigned u = bitCast<unsigned>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return (unsigned short)((u >> 16) | 0x40u);
+  return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+MOLT_HD float bf16ToFloat(unsigned short h) { return bitCast<float>(unsigned(h) << 16); }
 
 } // namespace k
 } // namespace molt

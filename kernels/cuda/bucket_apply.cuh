@@ -6,7 +6,7 @@
 // blocks while U/V slices stream once per token chunk. h lives in shared memory only.
 #pragma once
 
-#include "molt_kernels/common.cuh"
+#include "molt_kernels/tile.cuh"
 
 namespace molt {
 namespace k {
@@ -100,26 +100,19 @@ __device__ __forceinline__ bool beginItem(ItemCursor<N, TM, S> &cursor, const in
   return true;
 }
 
-/// acc[m][r] += sum_k src[tok_m][k] W[r][k] over k < D: gathered token rows against RS rows of
-/// a transform's factor, both staged through shared memory (`as`, `bs`) KT columns at a time.
-/// w(r, k) reads the factor; W_ROWS says whether it is stored r-major (V_t) or k-major (U_t).
-template <int TM, int RS, int KT, int TH, int D, bool W_ROWS, class Acc, class W>
-__device__ __forceinline__ void gatherProduct(Acc &acc, float *as, float *bs, const float *src,
+/// acc[m][r] = sum_k src[tok_m][k] W[r][k] over k < D: gathered token rows against RS rows of
+/// a transform's factor, through the staged tile loop. w(r, k) reads the factor; W_KFAST says
+/// whether k is its contiguous index (V_t, stored r-major) or not (U_t, k-major).
+template <int TM, int RS, int KT, int TH, int D, bool W_KFAST, class Acc, class Src, class W>
+__device__ __forceinline__ void gatherProduct(Acc &acc, float *as, float *bs, Src src,
                                               const int *toks, W w) {
-  acc.zero();
-  for (int k0 = 0; k0 < D; k0 += KT) {
-    stageRowsT<TM, KT, TM + 1, TH>(as, [&](int m, int kk) {
-      const int tok = toks[m], kx = k0 + kk;
-      return tok >= 0 && kx < D ? src[(long long)tok * D + kx] : 0.f;
-    });
-    if constexpr (W_ROWS)
-      stageRowsT<RS, KT, RS + 1, TH>(bs, [&](int r, int kk) { return w(r, k0 + kk); });
-    else
-      stageCols<KT, RS, RS + 1, TH>(bs, [&](int kk, int r) { return w(r, k0 + kk); });
-    __syncthreads();
-    acc.template mma<KT, TM + 1, RS + 1>(as, bs);
-    __syncthreads();
-  }
+  tileLoop<TM, RS, KT, TH, true, W_KFAST>(
+      acc, as, bs, int(D),
+      [&](int m, int k) {
+        const int tok = toks[m];
+        return tok >= 0 && k < D ? src[(long long)tok * D + k] : 0.f;
+      },
+      w);
 }
 
 /// yhat[tok] += g * U_t (V_t x[tok]) for every listed pair of the bucket.
@@ -127,7 +120,8 @@ template <class C> __device__ __forceinline__ void bucket_apply(const Args &a) {
   constexpr int D = C::D, R = C::R, N = C::N, OFF = C::OFF, TH = C::threads;
   using Sh = ApplyShape<R, C::tile_m>;
   constexpr int TM = Sh::TM, RS = Sh::RS, S = Sh::S, KT = 32, DT = 64;
-  const float *x = arg<float>(a, 0), *u = arg<float>(a, 1), *v = arg<float>(a, 2);
+  constexpr int PREC = PrecisionOf<C>::value;
+  const Operand<PREC> x = operand<PREC>(a, 0), u = operand<PREC>(a, 1), v = operand<PREC>(a, 2);
   const int *ptr = arg<int>(a, 3) + OFF, *ptok = arg<int>(a, 4);
   const float *pgate = arg<float>(a, 5);
   float *yhat = arg<float>(a, 6);
@@ -148,22 +142,18 @@ template <class C> __device__ __forceinline__ void bucket_apply(const Args &a) {
   Item it;
   for (long long w = blockIdx.x;
        beginItem<N, TM, S, RS, TH>(cursor, ptr, ptok, pgate, w, toks, gates, it); w += gridDim.x) {
-    const int t = it.t, r0 = it.r0, n = it.n;
-    const long long p0 = it.p0;
-    const float *vt = v + (long long)t * R * D;
-    const float *ut = u + (long long)t * D * R;
+    const int t = it.t, r0 = it.r0;
+    const Operand<PREC> vt = v + (long long)t * R * D, ut = u + (long long)t * D * R;
 
-    auto vRows = [&](int r, int k) {
-      return r0 + r < R && k < D ? vt[(long long)(r0 + r) * D + k] : 0.f;
-    };
     // h[m][r] = sum_k x[tok_m][k] V_t[r0 + r][k]
-    TileAcc<TM, RS, TH> h;
-    gatherProduct<TM, RS, KT, TH, D, true>(h, tiles, tiles + KT * (TM + 1), x, toks, vRows);
-#pragma unroll
-    for (int i = 0; i < h.IM; ++i)
-#pragma unroll
-      for (int j = 0; j < h.IN; ++j)
-        hs[h.col(j) * (TM + 1) + h.row(i)] = gates[h.row(i)] * h.c[i][j];
+    TileAccFor<PREC, TM, RS, TH> h;
+    gatherProduct<TM, RS, KT, TH, D, true>(
+        h, tiles, tiles + KT * (TM + 1), x, toks, [&](int r, int k) {
+          return r0 + r < R && k < D ? vt[(long long)(r0 + r) * D + k] : 0.f;
+        });
+    forEachElem(h, [&](int m, int r, int i, int j) {
+      hs[r * (TM + 1) + m] = gates[m] * h.c[i][j];
+    });
 
     // yhat[tok_m][j] += sum_r gh[m][r] U_t[j][r0 + r], one column tile at a time
     float *us = tiles;
@@ -174,7 +164,7 @@ template <class C> __device__ __forceinline__ void bucket_apply(const Args &a) {
         return jj < D && rr < R ? ut[(long long)jj * R + rr] : 0.f;
       });
       __syncthreads();
-      TileAcc<TM, DT, TH> y;
+      TileAccFor<PREC, TM, DT, TH> y;
       y.zero();
       y.template mma<RS, TM + 1, DT + 1>(hs, us);
       __syncthreads(); // every thread is done with us: the tile stages through the same words
@@ -193,8 +183,9 @@ template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &
   constexpr int D = C::D, R = C::R, N = C::N, OFF = C::OFF, TH = C::threads;
   using Sh = ApplyShape<R, C::tile_m>;
   constexpr int TM = Sh::TM, RS = Sh::RS, S = Sh::S, KT = 16, DT = 32;
-  const float *dy = arg<float>(a, 0), *x = arg<float>(a, 1), *u = arg<float>(a, 2),
-              *v = arg<float>(a, 3);
+  constexpr int PREC = PrecisionOf<C>::value;
+  const float *dy = arg<float>(a, 0);
+  const Operand<PREC> x = operand<PREC>(a, 1), u = operand<PREC>(a, 2), v = operand<PREC>(a, 3);
   const int *ptr = arg<int>(a, 4) + OFF, *ptok = arg<int>(a, 5);
   const float *pgate = arg<float>(a, 6);
   float *du = arg<float>(a, 7), *dv = arg<float>(a, 8), *pdgate = arg<float>(a, 9);
@@ -217,14 +208,13 @@ template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &
        beginItem<N, TM, S, RS, TH>(cursor, ptr, ptok, pgate, w, toks, gates, it); w += gridDim.x) {
     const int t = it.t, r0 = it.r0, n = it.n;
     const long long p0 = it.p0;
-    const float *vt = v + (long long)t * R * D;
-    const float *ut = u + (long long)t * D * R;
+    const Operand<PREC> vt = v + (long long)t * R * D, ut = u + (long long)t * D * R;
     float *dut = du + (long long)t * D * R;
     float *dvt = dv + (long long)t * R * D;
     float *as = tiles, *bs = tiles + KT * (TM + 1);
 
     // h = x V_t^T and z = dy U_t over the rank slice
-    TileAcc<TM, RS, TH> h, z;
+    TileAccFor<PREC, TM, RS, TH> h, z;
     gatherProduct<TM, RS, KT, TH, D, true>(h, as, bs, x, toks, [&](int r, int k) {
       return r0 + r < R && k < D ? vt[(long long)(r0 + r) * D + k] : 0.f;
     });
@@ -262,7 +252,7 @@ template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &
         return tok >= 0 && jj < D ? dy[(long long)tok * D + jj] : 0.f;
       });
       __syncthreads();
-      TileAcc<DT, RS, TH> g;
+      TileAccFor<PREC, DT, RS, TH> g;
       g.zero();
       g.template mma<TM, DT + 1, RS + 1>(tiles, gh);
       __syncthreads();
@@ -278,7 +268,7 @@ template <class C> __device__ __forceinline__ void bucket_apply_bwd(const Args &
         return tok >= 0 && kx < D ? x[(long long)tok * D + kx] : 0.f;
       });
       __syncthreads();
-      TileAcc<RS, DT, TH> g;
+      TileAccFor<PREC, RS, DT, TH> g;
       g.zero();
       g.template mma<TM, RS + 1, DT + 1>(gz, tiles);
       __syncthreads();

@@ -1,4 +1,4 @@
-// Device building blocks shared by the kernel families: reductions, scans, SIMT tile products, tickets.
+// Device building blocks shared by the kernel families: reductions, scans, SIMT / TF32 tile products, tickets.
 #pragma once
 
 #include "molt_kernels/abi.cuh"
@@ -237,15 +237,22 @@ template <int M, int N, int THREADS> struct MmaTileAcc {
   }
 };
 
-/// The tile product every kernel uses: TF32 tensor cores when built with MOLT_TF32 (the
-/// executor's fast mode; ~1e-3 relative error) and the tile divides into 16x8 fragments,
-/// else exact-order fp32 FFMA (the default, checked against the CPU oracle at 2e-4).
+/// True when an M x N tile divides into the 16x8 accumulator fragments of MmaTileAcc's warp
+/// tiling (16-row strips over the warps, then 8-column fragments).
 template <int M, int N, int THREADS>
-constexpr bool kUseMma =
-#ifdef MOLT_TF32
+constexpr bool kMmaFits =
     M % 16 == 0 && THREADS % 32 == 0 &&
     N % ((THREADS / 32) / (M / 16 < THREADS / 32 ? M / 16 : THREADS / 32) * 8) == 0 &&
     (THREADS / 32) % (M / 16 < THREADS / 32 ? M / 16 : THREADS / 32) == 0;
+
+/// The tile product every kernel uses: TF32 tensor cores when built with MOLT_TF32 (the
+/// executor's fast mode; ~1e-3 relative error) and the tile divides into 16x8 fragments,
+/// else exact-order fp32 FFMA (the default, checked against the CPU oracle at 2e-4).
+/// (tile.cuh's TileAccFor adds the bf16 choice of bf16 plans.)
+template <int M, int N, int THREADS>
+constexpr bool kUseMma =
+#ifdef MOLT_TF32
+    kMmaFits<M, N, THREADS>;
 #else
     false;
 #endif

@@ -28,7 +28,8 @@ template <class C> __device__ __forceinline__ void grad_norm(const Args &a) {
   }
 }
 
-/// Adam with bias correction and global-norm clipping; skipped when stats[5] > 0.
+/// Adam with bias correction and global-norm clipping; skipped when stats[5] > 0. Writes each
+/// param's bf16 copy (ParamEntry::lp) where the executor keeps one.
 /// p[0] = scalars, p[1] = stats.
 template <class C> __device__ __forceinline__ void adam(const Args &a) {
   constexpr int TH = C::threads;
@@ -48,7 +49,10 @@ template <class C> __device__ __forceinline__ void adam(const Args &a) {
       const float v = b2 * pe.v[i] + (1.f - b2) * g * g;
       pe.m[i] = m;
       pe.v[i] = v;
-      pe.p[i] -= lr * (m * c1) / (sqrtf(v * c2) + eps);
+      const float p = pe.p[i] - lr * (m * c1) / (sqrtf(v * c2) + eps);
+      pe.p[i] = p;
+      if (pe.lp) // a bf16 plan's streamed copy follows the fp32 master in the same pass
+        pe.lp[i] = floatToBf16(p);
     }
   }
 }

@@ -1,7 +1,7 @@
 // Transcoder baseline kernels: tc_decode, tc_decode_bwd (per-feature lists), skip_apply and skip_bwd (dense d x d).
 #pragma once
 
-#include "molt_kernels/common.cuh"
+#include "molt_kernels/tile.cuh"
 
 namespace molt {
 namespace k {
@@ -70,70 +70,54 @@ template <class C> __device__ __forceinline__ void tc_decode_bwd(const Args &a) 
 /// yhat += x . skip_w^T, 64x64 output tiles.
 template <class C> __device__ __forceinline__ void skip_apply(const Args &a) {
   constexpr int D = C::D, TH = C::threads, TT = 64, KT = 32, TD = (D + TT - 1) / TT;
-  const float *x = arg<float>(a, 0), *sw = arg<float>(a, 1);
+  constexpr int PREC = PrecisionOf<C>::value;
+  const Operand<PREC> x = operand<PREC>(a, 0), sw = operand<PREC>(a, 1);
   float *yhat = arg<float>(a, 2);
   __shared__ float as[KT * (TT + 1)], bs[KT * (TT + 1)];
   const long long items = cdivll(a.B, TT) * TD;
   for (long long w = blockIdx.x; w < items; w += gridDim.x) {
     const long long m0 = (w / TD) * TT;
     const int n0 = int(w % TD) * TT;
-    TileAcc<TT, TT, TH> acc;
-    acc.zero();
-    for (int k0 = 0; k0 < D; k0 += KT) {
-      stageRowsT<TT, KT, TT + 1, TH>(as, [&](int m, int kk) {
-        const long long tok = m0 + m;
-        return tok < a.B && k0 + kk < D ? x[tok * D + k0 + kk] : 0.f;
-      });
-      stageRowsT<TT, KT, TT + 1, TH>(bs, [&](int n, int kk) {
-        return n0 + n < D && k0 + kk < D ? sw[(long long)(n0 + n) * D + k0 + kk] : 0.f;
-      });
-      __syncthreads();
-      acc.template mma<KT, TT + 1, TT + 1>(as, bs);
-      __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < acc.IM; ++i)
-#pragma unroll
-      for (int j = 0; j < acc.IN; ++j) {
-        const long long tok = m0 + acc.row(i);
-        const int o = n0 + acc.col(j);
-        if (tok < a.B && o < D)
-          yhat[tok * D + o] += acc.c[i][j];
-      }
+    TileAccFor<PREC, TT, TT, TH> acc;
+    tileLoop<TT, TT, KT, TH, true, true>(
+        acc, as, bs, D,
+        [&](int m, int k) {
+          const long long tok = m0 + m;
+          return tok < a.B && k < D ? x[tok * D + k] : 0.f;
+        },
+        [&](int n, int k) {
+          return n0 + n < D && k < D ? sw[(long long)(n0 + n) * D + k] : 0.f;
+        });
+    forEachElem(acc, [&](int r, int c, int i, int j) {
+      const long long tok = m0 + r;
+      const int o = n0 + c;
+      if (tok < a.B && o < D)
+        yhat[tok * D + o] += acc.c[i][j];
+    });
   }
 }
 
 /// d_skip_w[o][i] = sum_b d_yhat[b][o] x[b][i] (=).
 template <class C> __device__ __forceinline__ void skip_bwd(const Args &a) {
   constexpr int D = C::D, TH = C::threads, TT = 64, KT = 32, TD = (D + TT - 1) / TT;
-  const float *dy = arg<float>(a, 0), *x = arg<float>(a, 1);
+  constexpr int PREC = PrecisionOf<C>::value;
+  const float *dy = arg<float>(a, 0);
+  const Operand<PREC> x = operand<PREC>(a, 1);
   float *dsw = arg<float>(a, 2);
   __shared__ float as[KT * (TT + 1)], bs[KT * (TT + 1)];
   for (long long w = blockIdx.x; w < (long long)TD * TD; w += gridDim.x) {
     const int o0 = int(w / TD) * TT, i0 = int(w % TD) * TT;
-    TileAcc<TT, TT, TH> acc;
-    acc.zero();
-    for (long long b0 = 0; b0 < a.B; b0 += KT) {
-      stageCols<KT, TT, TT + 1, TH>(as, [&](int kk, int c) {
-        const long long b = b0 + kk;
-        return b < a.B && o0 + c < D ? dy[b * D + o0 + c] : 0.f;
-      });
-      stageCols<KT, TT, TT + 1, TH>(bs, [&](int kk, int c) {
-        const long long b = b0 + kk;
-        return b < a.B && i0 + c < D ? x[b * D + i0 + c] : 0.f;
-      });
-      __syncthreads();
-      acc.template mma<KT, TT + 1, TT + 1>(as, bs);
-      __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < acc.IM; ++i)
-#pragma unroll
-      for (int j = 0; j < acc.IN; ++j) {
-        const int o = o0 + acc.row(i), c = i0 + acc.col(j);
-        if (o < D && c < D)
-          dsw[(long long)o * D + c] = acc.c[i][j];
-      }
+    TileAccFor<PREC, TT, TT, TH> acc;
+    // The contraction runs over the batch: both operands are token rows (k-major).
+    tileLoop<TT, TT, KT, TH, false, false>(
+        acc, as, bs, a.B,
+        [&](int c, long long b) { return b < a.B && o0 + c < D ? dy[b * D + o0 + c] : 0.f; },
+        [&](int c, long long b) { return b < a.B && i0 + c < D ? x[b * D + i0 + c] : 0.f; });
+    forEachElem(acc, [&](int r, int c, int i, int j) {
+      const int o = o0 + r, ii = i0 + c;
+      if (o < D && ii < D)
+        dsw[(long long)o * D + ii] = acc.c[i][j];
+    });
   }
 }
 

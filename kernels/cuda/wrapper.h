@@ -40,7 +40,8 @@ inline std::string cudaKernelHeader(const std::string &op) {
 /// Every header a bundle's molt_kernels/ folder must hold (copied from kernels/cuda/).
 inline const std::vector<std::string> &cudaKernelHeaderFiles() {
   static const std::vector<std::string> files = {
-      "abi.cuh",      "common.cuh",  "encode_gate.cuh", "frob_norm.cuh", "bucket_apply.cuh",
+      "abi.cuh",      "common.cuh",  "tile.cuh",        "encode_gate.cuh", "frob_norm.cuh",
+      "bucket_apply.cuh",
       "loss.cuh",     "penalty.cuh", "gate_bwd.cuh",    "optimizer.cuh", "transcoder.cuh",
       "jvp.cuh",      "topk.cuh"};
   return files;
@@ -139,8 +140,12 @@ inline LaunchConfig cudaDefaultLaunch(const KernelDesc &k) {
 }
 
 /// The whole `<kernel>.cu` text for a kernel: a config struct of its attrs and launch, and the
-/// `extern "C" __global__` entry that calls the op's device template with it.
-inline StatusOr<std::string> cudaWrapperSource(const KernelDesc &k) {
+/// `extern "C" __global__` entry that calls the op's device template with it. `precision` is the
+/// plan's (Plan::precision); a bf16 plan adds `Cfg::precision` (fp32 wrappers stay as they were).
+inline StatusOr<std::string> cudaWrapperSource(const KernelDesc &k,
+                                               const std::string &precision = "f32") {
+  if (precision != "f32" && precision != "bf16")
+    return invalidArgument("kernel '" + k.name + "': unknown precision '" + precision + "'");
   const std::string header = cudaKernelHeader(k.op);
   if (header.empty())
     return invalidArgument("kernel '" + k.name + "': no CUDA template for op '" + k.op + "'");
@@ -181,6 +186,8 @@ inline StatusOr<std::string> cudaWrapperSource(const KernelDesc &k) {
   s += "  static constexpr int tile_n = " + std::to_string(k.launch.tile_n) + ";\n";
   s += "  static constexpr int tile_k = " + std::to_string(k.launch.tile_k) + ";\n";
   s += "  static constexpr int stages = " + std::to_string(k.launch.stages) + ";\n";
+  if (precision == "bf16")
+    s += "  static constexpr int precision = molt::k::kPrecisionBf16;\n";
   s += "};\n\n";
   s += "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(threads) + ") " + k.entry +
        "(molt::k::Args a) {\n";

@@ -449,6 +449,7 @@ Plan parseValidated(const json &root) {
     fail("manifest.version",
          "bundle format version " + std::to_string(version) + " but this runtime reads version 1");
   plan.version = int(version);
+  plan.precision = oneOf(f.str("precision", "f32"), {"f32", "bf16"}, "manifest.precision");
   plan.model = parseModel(f.get("model"));
 
   std::set<std::string> tensors;
@@ -598,6 +599,8 @@ std::string planToJson(const Plan &plan) {
   ojson j;
   j["format"] = "molt-bundle";
   j["version"] = plan.version;
+  if (plan.precision != "f32") // the default stays implicit, so fp32 bundles are unchanged
+    j["precision"] = plan.precision;
   j["model"] = modelToJson(plan.model);
   ojson params = ojson::array();
   for (const ParamDesc &p : plan.params) {

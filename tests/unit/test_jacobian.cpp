@@ -583,6 +583,47 @@ TEST(JacobianCosine, CompiledEstimateMatchesRandomAndExact) {
   }
 }
 
+// The same estimate with the jvp entry's CUDA kernels (on a GPU, or on the host SIMT emulator
+// cuda-emu): the probes are the same, so only fp32 rounding may differ from the CPU executor.
+TEST(JacobianCosine, CompiledOnCudaMatchesTheCpuExecutor) {
+  const int64_t n = 40;
+  int ran = 0;
+  for (const char *device : {"cuda", "cuda-emu"}) {
+    auto backend = createBackend(device);
+    if (!backend.isOk())
+      continue;
+    for (const char *name : {"tiny-molt", "tiny-transcoder", "tiny-transcoder-topk"}) {
+      SCOPED_TRACE(std::string(device) + " " + name);
+      FixtureModel f = fixtureModel(name, 71);
+      const int64_t d = f.plan.model.d_model;
+      TeacherMlp T = randomTeacher(d, 20, Activation::Gelu, 72);
+      std::vector<float> x = randomRows(n, d, 73);
+      JacobianOptions o;
+      o.method = JacobianMethod::Compiled;
+      o.probes = 8;
+      o.seed = 9;
+      std::vector<double> perToken[2];
+      for (int side = 0; side < 2; ++side) {
+        auto b = side == 0 ? createBackend("cpu") : createBackend(device);
+        ASSERT_TRUE(b.isOk());
+        auto exec = (*b)->prepare(f.plan, "", 32); // 40 tokens: a full and a partial batch
+        ASSERT_TRUE(exec.isOk()) << exec.status().message();
+        writeParams(**exec, f.plan, f.model.params);
+        o.executor = exec->get();
+        auto r = jacobianCosine(f.model.desc, f.model.params, T, x.data(), n, o);
+        ASSERT_TRUE(r.isOk()) << r.status().message();
+        EXPECT_LT(r->degenerate, n / 2);
+        perToken[side] = r->per_token;
+      }
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT_NEAR(perToken[1][size_t(i)], perToken[0][size_t(i)], 1e-4) << "token " << i;
+    }
+    ++ran;
+  }
+  if (!ran)
+    GTEST_SKIP() << "neither cuda nor cuda-emu is available here";
+}
+
 TEST(JacobianCosine, CompiledNeedsAnExecutorWithAJvpEntry) {
   FixtureModel f = fixtureModel("tiny-molt", 61);
   TeacherMlp T = randomTeacher(8, 10, Activation::Gelu, 62);

@@ -22,6 +22,11 @@ int main(int argc, char **argv) {
   app.add_flag("--verify-nvrtc", verify, "compile every emitted kernel with NVRTC (no GPU needed)");
   app.add_option("--tuning-db", options.tuningDb,
                  "launch configurations to prefer over the heuristic (JSON)");
+  app.add_option("--precision", options.precision,
+                 "f32, or bf16: tile products on bf16 tensor cores with fp32 accumulation, x and "
+                 "the weights streamed as bf16 copies of the fp32 master weights")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   app.add_flag("--fusion-report", options.fusionReport,
                "print the kernels of each entry point before and after fusion");
   try {

@@ -103,6 +103,9 @@ struct Invocation {
 
 struct Plan {
   int version = 1;
+  /// "f32" or "bf16": what the CUDA kernels compute their tiles in and stream x and the
+  /// weights as (docs/bundle.md, "Precision"). The CPU backend computes in fp32 either way.
+  std::string precision = "f32";
   ModelDesc model;
   std::vector<ParamDesc> params;
   std::vector<BufferDesc> buffers;

@@ -125,6 +125,8 @@ public:
       api.cuModuleUnload(k.module);
     for (auto &[name, m] : memory_)
       device_->pool->give(m.first, m.second);
+    for (auto &[name, m] : lowp_)
+      device_->pool->give(m.first, m.second);
     for (auto &[key, t] : paramTables_)
       device_->pool->give(t.first, t.second);
     if (work_)
@@ -142,6 +144,9 @@ public:
   Status bind(const std::string &name, void *external) override {
     if (!info(name))
       return notFound("no tensor named '" + name + "'");
+    if (lowp_.count(name))
+      return unavailable("'" + name + "' has a bf16 copy in this bf16 plan, which caller memory "
+                         "would leave stale; write() it instead");
     if (external)
       bound_[name] = reinterpret_cast<CUdeviceptr>(external);
     else
@@ -163,14 +168,30 @@ protected:
     if (!p)
       return p.status();
     memory_[info.name] = {*p, info.bytes()};
-    return device_->api->check(device_->api->cuMemsetD32Async(*p, 0, info.bytes() / 4, stream_),
-                               "cuMemsetD32Async");
+    MOLT_CU(*device_->api, cuMemsetD32Async(*p, 0, info.bytes() / 4, stream_));
+    if (!keepsBf16Copy(info.name))
+      return Status::ok();
+    auto lp = device_->pool->take(lowpBytes(info));
+    if (!lp)
+      return lp.status();
+    lowp_[info.name] = {*lp, lowpBytes(info)};
+    return device_->api->check(
+        device_->api->cuMemsetD32Async(*lp, 0, lowpBytes(info) / 4, stream_), "cuMemsetD32Async");
   }
   Status writeBytes(const BufferInfo &info, const void *host) override {
     MOLT_RETURN_IF_ERROR(device_->makeCurrent());
     const DriverApi &api = *device_->api;
     MOLT_CU(api, cuMemcpyHtoDAsync(ptr(info.name), host, info.bytes(), stream_));
-    // The caller may reuse `host` at once: the copy must have finished.
+    std::vector<unsigned short> lowp; // outlives the copy below
+    if (auto it = lowp_.find(info.name); it != lowp_.end()) {
+      // The same rounding the kernels apply (abi.cuh), so host- and device-made copies agree.
+      const float *f = static_cast<const float *>(host);
+      lowp.resize(size_t(info.numel()));
+      for (size_t i = 0; i < lowp.size(); ++i)
+        lowp[i] = k::floatToBf16(f[i]);
+      MOLT_CU(api, cuMemcpyHtoDAsync(it->second.first, lowp.data(), lowp.size() * 2, stream_));
+    }
+    // The caller may reuse `host` at once: the copies must have finished.
     return api.check(api.cuStreamSynchronize(stream_), "cuStreamSynchronize");
   }
   Status readBytes(const BufferInfo &info, void *host) override {
@@ -180,6 +201,8 @@ protected:
     return api.check(api.cuStreamSynchronize(stream_), "cuStreamSynchronize");
   }
   Status zeroBytes(const BufferInfo &info) override {
+    if (auto it = lowp_.find(info.name); it != lowp_.end())
+      MOLT_CU(*device_->api, cuMemsetD32Async(it->second.first, 0, it->second.second / 4, stream_));
     return device_->api->check(
         device_->api->cuMemsetD32Async(ptr(info.name), 0, info.bytes() / 4, stream_),
         "cuMemsetD32Async");
@@ -201,7 +224,10 @@ protected:
         continue;
       if (slot >= k::kMaxArgs)
         return internalError("op '" + kd.op + "' has more arguments than molt::k::Args holds");
-      args.p[slot++] = reinterpret_cast<void *>(ptr(inv.args.at(argName)));
+      const std::string &tensor = inv.args.at(argName);
+      if (auto lp = lowp_.find(tensor); lp != lowp_.end())
+        args.lp[slot] = reinterpret_cast<const unsigned short *>(lp->second.first);
+      args.p[slot++] = reinterpret_cast<void *>(ptr(tensor));
     }
     args.B = batch();
     args.P = pairCapacity();
@@ -285,7 +311,10 @@ private:
       if (!bi)
         return invalidArgument("params list names unknown tensor '" + p + "'");
       auto dev = [&](const std::string &n) { return reinterpret_cast<float *>(ptr(n)); };
-      host.push_back({dev(p), dev("d_" + p), dev("m_" + p), dev("v_" + p), bi->numel()});
+      auto lp = lowp_.find(p);
+      host.push_back({dev(p), dev("d_" + p), dev("m_" + p), dev("v_" + p), bi->numel(),
+                      lp == lowp_.end() ? nullptr
+                                        : reinterpret_cast<unsigned short *>(lp->second.first)});
     }
     const size_t bytes = std::max<size_t>(1, host.size()) * sizeof(k::ParamEntry);
     auto t = device_->pool->take(bytes);
@@ -300,6 +329,14 @@ private:
     return std::make_pair(*t, host.size());
   }
 
+  /// A bf16 plan streams x and the weights as bf16 copies (docs/bundle.md, "Precision"): the
+  /// executor keeps one beside x and each fp32 master param, refreshed by write() and by adam.
+  bool keepsBf16Copy(const std::string &name) const {
+    return plan().precision == "bf16" && (name == "x" || plan().findParam(name));
+  }
+  /// Whole 4-byte words, so a zero fill is one cuMemsetD32Async.
+  static size_t lowpBytes(const BufferInfo &info) { return (size_t(info.numel()) * 2 + 3) / 4 * 4; }
+
   /// The tensor's device address: caller memory while bound, else the executor's own.
   CUdeviceptr ptr(const std::string &name) const {
     auto b = bound_.find(name);
@@ -310,6 +347,7 @@ private:
   CUstream stream_ = nullptr;
   std::map<std::string, CUdeviceptr> bound_;
   std::map<std::string, std::pair<CUdeviceptr, size_t>> memory_;
+  std::map<std::string, std::pair<CUdeviceptr, size_t>> lowp_; // bf16 copies (bf16 plans)
   std::map<std::string, std::pair<CUdeviceptr, size_t>> paramTables_;
   std::map<std::string, Kernel> kernels_;
   CUdeviceptr work_ = 0;

@@ -280,7 +280,7 @@ StatusOr<std::vector<std::string>> kernelSources(const Plan &plan, const std::st
     }
     KernelDesc withLaunch = k;
     withLaunch.launch = cudaDefaultLaunch(k);
-    auto generated = cudaWrapperSource(withLaunch);
+    auto generated = cudaWrapperSource(withLaunch, plan.precision);
     if (!generated)
       return generated.status();
     sources.push_back(std::move(*generated));

@@ -1,0 +1,116 @@
+// The bf16 precision option on the host: the one bf16 rounding (abi.cuh), the manifest field and the wrapper's Cfg::precision.
+#include <gtest/gtest.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "kernels/cuda/abi.cuh"
+#include "kernels/cuda/wrapper.h"
+#include "molt/io.h"
+#include "molt/plan.h"
+
+namespace molt {
+namespace {
+
+float fromBits(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+TEST(Bf16, RoundsToNearestWithTiesToEven) {
+  EXPECT_EQ(k::floatToBf16(1.0f), 0x3f80);
+  EXPECT_EQ(k::floatToBf16(-2.0f), 0xc000);
+  // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1).
+  EXPECT_EQ(k::floatToBf16(fromBits(0x3f808000u)), 0x3f80);
+  // 1 + 3 * 2^-8 lies halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even).
+  EXPECT_EQ(k::floatToBf16(fromBits(0x3f818000u)), 0x3f82);
+  // Just above / below the halfway point.
+  EXPECT_EQ(k::floatToBf16(fromBits(0x3f808001u)), 0x3f81);
+  EXPECT_EQ(k::floatToBf16(fromBits(0x3f807fffu)), 0x3f80);
+  // A carry out of the mantissa bumps the exponent.
+  EXPECT_EQ(k::floatToBf16(fromBits(0x3fffffffu)), 0x4000);
+}
+
+TEST(Bf16, KeepsSpecialValues) {
+  EXPECT_EQ(k::floatToBf16(std::numeric_limits<float>::infinity()), 0x7f80);
+  EXPECT_EQ(k::floatToBf16(-std::numeric_limits<float>::infinity()), 0xff80);
+  EXPECT_EQ(k::floatToBf16(FLT_MAX), 0x7f80); // rounds past the largest bf16
+  EXPECT_EQ(k::floatToBf16(-0.0f), 0x8000);
+  // A NaN whose payload sits only in the low 16 bits must not become Inf.
+  const unsigned short nan = k::floatToBf16(fromBits(0x7f800001u));
+  EXPECT_TRUE(std::isnan(k::bf16ToFloat(nan)));
+  EXPECT_TRUE(std::isnan(k::bf16ToFloat(k::floatToBf16(std::nanf("")))));
+  // Subnormals round like any other value.
+  EXPECT_EQ(k::floatToBf16(fromBits(0x00008000u)), 0x0000);
+  EXPECT_EQ(k::floatToBf16(fromBits(0x00018000u)), 0x0002);
+}
+
+TEST(Bf16, RoundTripsExactlyAndErrsAtMostHalfAnUlp) {
+  for (unsigned h = 0; h < 0x10000u; ++h) {
+    const float f = k::bf16ToFloat((unsigned short)h);
+    if (!std::isnan(f))
+      ASSERT_EQ(k::floatToBf16(f), h) << std::hex << h;
+  }
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.f, 3.f);
+  for (int i = 0; i < 100000; ++i) {
+    const float f = normal(rng);
+    const float r = k::bf16ToFloat(k::floatToBf16(f));
+    // Half a bf16 ulp: 2^(e-8) for f in [2^e, 2^(e+1)), so at most |f| 2^-8.
+    ASSERT_LE(std::fabs(r - f), std::ldexp(std::fabs(f), -8)) << f;
+  }
+}
+
+std::string fixtureManifest() {
+  auto text = readFile(std::string(MOLT_SOURCE_DIR) + "/tests/fixtures/tiny-molt/manifest.json");
+  EXPECT_TRUE(text.isOk());
+  return text ? *text : "";
+}
+
+TEST(Precision, ManifestRecordsBf16AndRejectsOthers) {
+  auto f32 = parsePlan(fixtureManifest());
+  ASSERT_TRUE(f32.isOk()) << f32.status().message();
+  EXPECT_EQ(f32->precision, "f32");
+  // The default stays implicit, so fp32 bundles read and write as they always have.
+  EXPECT_EQ(planToJson(*f32).find("\"precision\""), std::string::npos);
+
+  Plan bf16 = *f32;
+  bf16.precision = "bf16";
+  const std::string text = planToJson(bf16);
+  EXPECT_NE(text.find("\"precision\": \"bf16\""), std::string::npos);
+  auto back = parsePlan(text);
+  ASSERT_TRUE(back.isOk()) << back.status().message();
+  EXPECT_EQ(back->precision, "bf16");
+
+  std::string f16 = text;
+  f16.replace(f16.find("\"bf16\""), 6, "\"f16\"");
+  auto bad = parsePlan(f16);
+  ASSERT_FALSE(bad.isOk());
+  EXPECT_NE(bad.status().message().find("manifest.precision"), std::string::npos)
+      << bad.status().message();
+}
+
+TEST(Precision, WrapperCarriesItAsCfgPrecision) {
+  KernelDesc k;
+  k.name = "apply_0";
+  k.op = "bucket_apply";
+  k.entry = "molt_apply_0";
+  k.attrs = {{"D", int64_t(64)}, {"R", int64_t(32)}, {"N", int64_t(2)}, {"OFF", int64_t(0)}};
+  k.launch = cudaDefaultLaunch(k);
+  auto f32 = cudaWrapperSource(k);
+  ASSERT_TRUE(f32.isOk());
+  EXPECT_EQ(f32->find("precision"), std::string::npos);
+  auto bf16 = cudaWrapperSource(k, "bf16");
+  ASSERT_TRUE(bf16.isOk());
+  EXPECT_NE(bf16->find("static constexpr int precision = molt::k::kPrecisionBf16;"),
+            std::string::npos)
+      << *bf16;
+  EXPECT_FALSE(cudaWrapperSource(k, "f16").isOk());
+}
+
+} // namespace
+} // namespace molt
