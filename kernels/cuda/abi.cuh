@@ -58,12 +58,25 @@ enum Precision { kPrecisionF32 = 0, kPrecisionBf16 = 1 };
 #define MOLT_HD inline
 #endif
 
-/// The bits of one type read as another of the same size (a register move on the device).
-template <class To, class From> MOLT_HD To bitCast(const From &v) {
-  static_assert(sizeof(To) == sizeof(From), "same size");
-  To t;
-  __builtin_memcpy(&t, &v, sizeof t);
-  return t;
+/// The bits of a float as an unsigned and back: register moves on the device (NVRTC has no
+/// __builtin_memcpy), a memcpy on the host (where the intrinsics do not exist).
+MOLT_HD unsigned floatBits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  unsigned u;
+  __builtin_memcpy(&u, &f, sizeof u);
+  return u;
+#endif
+}
+MOLT_HD float bitsFloat(unsigned u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  __builtin_memcpy(&f, &u, sizeof f);
+  return f;
+#endif
 }
 
 /// bf16 as stored: the top half of an fp32 bit pattern. One conversion for the kernels, the
@@ -71,12 +84,12 @@ template <class To, class From> MOLT_HD To bitCast(const From &v) {
 /// to the bit (no cuda_bf16.h, which the host compiler lacks). Round to nearest, ties to even;
 /// NaN stays a (quiet) NaN, +-Inf and overflow go to +-Inf.
 MOLT_HD unsigned short floatToBf16(float f) {
-  const unsigned u = bitCast<unsigned>(f);
+  const unsigned u = floatBits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u)
     return (unsigned short)((u >> 16) | 0x40u);
   return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
-MOLT_HD float bf16ToFloat(unsigned short h) { return bitCast<float>(unsigned(h) << 16); }
+MOLT_HD float bf16ToFloat(unsigned short h) { return bitsFloat(unsigned(h) << 16); }
 
 } // namespace k
 } // namespace molt
