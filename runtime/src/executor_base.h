@@ -52,6 +52,13 @@ protected:
   virtual Status zeroBytes(const BufferInfo &info) = 0;
   virtual Status launch(const KernelDesc &kernel, const Invocation &invocation) = 0;
 
+  /// A bf16 plan streams x and the weights as bf16 copies (docs/bundle.md, "Precision"): a GPU
+  /// executor (cuda, cuda-emu) keeps one beside x and each fp32 master param, refreshed by write()
+  /// and by adam.
+  bool keepsBf16Copy(const std::string &name) const {
+    return plan_.precision == "bf16" && (name == "x" || plan_.findParam(name));
+  }
+
   /// A kernel attribute as an integer / float / string; kernels were checked at initialize().
   static int64_t intAttr(const KernelDesc &k, const std::string &name);
   static double floatAttr(const KernelDesc &k, const std::string &name);

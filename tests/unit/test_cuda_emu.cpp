@@ -80,6 +80,12 @@ extern "C" __global__ void barrier_deadlock(molt::k::Args) {
     __syncthreads();
 }
 
+// Thread 5 of block 1 writes through p[0] (null): the GPU's illegal address.
+extern "C" __global__ void faults(molt::k::Args a) {
+  if (blockIdx.x == 1 && threadIdx.x == 5)
+    static_cast<volatile int *>(a.p[0])[3] = 1;
+}
+
 // Half a warp shuffles while the other half votes.
 extern "C" __global__ void diverges(molt::k::Args) {
   if ((threadIdx.x & 31) < 16)
@@ -96,7 +102,8 @@ protected:
     ASSERT_TRUE(headers.isOk()) << headers.status().message();
     const std::vector<emu::KernelSource> kernels = {
         {kProbeSource,
-         {"probe", "to_tf32", "mma16x8", "waits_on_later_block", "barrier_deadlock", "diverges"}}};
+         {"probe", "to_tf32", "mma16x8", "waits_on_later_block", "barrier_deadlock", "diverges",
+          "faults"}}};
     cacheDir = testing::TempDir() + "/molt_emu_cache";
     auto m = emu::buildModule(kernels, *headers, cacheDir);
     ASSERT_TRUE(m.isOk()) << m.status().message();
@@ -274,6 +281,23 @@ TEST_F(CudaEmu, LanesInDifferentCollectivesAreReportedAsDivergence) {
   ASSERT_FALSE(s.isOk());
   EXPECT_NE(s.message().find("warp divergence: lane 16 called __ballot_sync"), std::string::npos)
       << s.message();
+}
+
+TEST_F(CudaEmu, AnInvalidAddressFailsTheLaunchNamingTheThreadAndTheModuleStaysUsable) {
+  ASSERT_TRUE(module);
+  k::Args args{};
+  Status s = launch("faults", 2, 64, args);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("block (1,0,0) thread (5,0,0): invalid memory access at"),
+            std::string::npos)
+      << s.message();
+  std::vector<int> out(64 * 10);
+  unsigned counter = 0;
+  args.p[0] = out.data();
+  args.p[1] = &counter;
+  s = launch("probe", 1, 64, args);
+  EXPECT_TRUE(s.isOk()) << s.message();
+  EXPECT_EQ(counter, 64u);
 }
 
 TEST_F(CudaEmu, UnknownEntriesAndOversizedBlocksAreErrorsNotCrashes) {

@@ -28,6 +28,7 @@
 #endif
 
 #include <math.h>
+#include <signal.h>
 #include <sys/mman.h>
 #if !defined(__x86_64__)
 #include <ucontext.h>
@@ -158,6 +159,7 @@ struct Warp {
   const char *what = nullptr; // the collective in progress, for divergence messages
   unsigned mask = 0;
   unsigned took = 0; // the lanes whose deposits `out` holds (they may exit before others read)
+  int words = 0;     // deposited per lane in the collective in progress
   unsigned in[32][kMaxWords];
   unsigned out[32][kMaxWords]; // published when the last lane arrives
 };
@@ -170,6 +172,7 @@ struct Block {
   unsigned barArrived = 0, barGen = 0;
   long spins = 0;
   bool failed = false;
+  bool inFiber = false; // kernel code is running: a fault is the kernel's
   char message[512] = {0};
   void (*entry)(const void *) = nullptr;
   const void *args = nullptr;
@@ -215,7 +218,9 @@ inline void progress() { gBlock->spins = 0; }
 inline void releaseWarpIfComplete(Warp &w) {
   if (!w.what || (w.arrived & w.need) != (w.need & ~w.exited))
     return;
-  std::memcpy(w.out, w.in, sizeof w.out);
+  for (int l = 0; l < 32; ++l)
+    if (w.arrived >> l & 1u)
+      std::memcpy(w.out[l], w.in[l], sizeof(unsigned) * size_t(w.words));
   w.took = w.arrived;
   w.arrived = 0;
   w.what = nullptr;
@@ -231,15 +236,18 @@ inline const unsigned (*warpExchange(const char *what, unsigned mask, const unsi
   Block &b = *gBlock;
   const int tid = linearTid(), lane = tid & 31;
   Warp &w = b.warps[tid >> 5];
+  if (n < 0 || n > kMaxWords)
+    fail("%s deposits %d words; a warp collective holds at most %d", what, n, kMaxWords);
   if (!(mask >> lane & 1u))
     fail("%s with mask 0x%08x excludes the calling lane %d", what, mask, lane);
-  if (w.what && (std::strcmp(w.what, what) != 0 || w.mask != mask))
+  if (w.what && ((w.what != what && std::strcmp(w.what, what) != 0) || w.mask != mask))
     fail("warp divergence: lane %d called %s(mask 0x%08x) while lanes 0x%08x wait in %s(mask 0x%08x)",
          lane, what, mask, w.arrived, w.what, w.mask);
   if (!w.what) {
     w.what = what;
     w.mask = mask;
     w.need = mask;
+    w.words = n;
   }
   std::memcpy(w.in[lane], words, sizeof(unsigned) * size_t(n));
   w.arrived |= 1u << lane;
@@ -460,6 +468,53 @@ inline void fiberMain() {
   switchContext(f.ctx, b.sched);
 }
 
+/// A memory or arithmetic fault in kernel code (the GPU's "illegal address") fails the launch,
+/// naming the thread and the address, instead of killing the process: the handler runs on an
+/// alternate stack (a fiber's own may have overflowed) and leaves through fail(), which switches
+/// to the scheduler. Faults outside kernel code get the previous handler's treatment.
+inline struct sigaction gPrevious[3];
+constexpr int kFaultSignals[3] = {SIGSEGV, SIGBUS, SIGFPE};
+
+inline void onFault(int sig, siginfo_t *info, void *) {
+  Block *b = gBlock;
+  if (!b || !b->inFiber) {
+    for (int i = 0; i < 3; ++i)
+      if (kFaultSignals[i] == sig)
+        sigaction(sig, &gPrevious[i], nullptr);
+    return; // the instruction faults again, now under the previous handler
+  }
+  const char *addr = static_cast<const char *>(info->si_addr);
+  const size_t slot = kStackBytes + 4096;
+  if (sig == SIGSEGV && addr >= b->stacks && addr < b->stacks + b->stackSlots * slot &&
+      size_t(addr - b->stacks) % slot < 4096)
+    fail("stack overflow: a fiber has %zu KiB of stack (kStackBytes in simt.h)", kStackBytes / 1024);
+  fail("%s at address %p", sig == SIGFPE ? "arithmetic fault" : "invalid memory access", info->si_addr);
+}
+
+/// Installs onFault and an alternate signal stack for one launch; restores both after.
+struct FaultGuard {
+  stack_t oldStack{};
+  FaultGuard() {
+    static thread_local char *alt = static_cast<char *>(
+        mmap(nullptr, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    stack_t st{};
+    st.ss_sp = alt;
+    st.ss_size = 1 << 16;
+    sigaltstack(&st, &oldStack);
+    struct sigaction sa {};
+    sa.sa_sigaction = onFault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER; // never returns: leave the signal unblocked
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < 3; ++i)
+      sigaction(kFaultSignals[i], &sa, &gPrevious[i]);
+  }
+  ~FaultGuard() {
+    for (int i = 0; i < 3; ++i)
+      sigaction(kFaultSignals[i], &gPrevious[i], nullptr);
+    sigaltstack(&oldStack, nullptr);
+  }
+};
+
 inline bool runnable(const Block &b, const Fiber &f) {
   switch (f.wait) {
   case Wait::Run:
@@ -478,8 +533,11 @@ inline bool runBlock(Block &b) {
   b.live = b.n;
   b.barArrived = 0;
   b.spins = 0;
-  for (auto &w : b.warps)
-    w = Warp{};
+  for (int i = 0; i < (b.n + 31) / 32; ++i) { // the deposits need no clearing
+    Warp &w = b.warps[i];
+    w.need = w.arrived = w.exited = w.took = w.mask = 0;
+    w.what = nullptr;
+  }
   for (int t = 0; t < b.n; ++t) {
     Fiber &f = b.fibers[t];
     f.wait = Wait::Run;
@@ -500,7 +558,9 @@ inline bool runBlock(Block &b) {
       ran = true;
       b.current = t;
       threadIdx = f.idx;
+      b.inFiber = true;
       switchContext(b.sched, f.ctx);
+      b.inFiber = false;
     }
     if (b.failed)
       return false;
@@ -557,6 +617,7 @@ molt_emu_launch(void (*entry)(const void *), const void *args, const unsigned gr
   b.failed = false;
   b.message[0] = 0;
   gBlock = &b;
+  FaultGuard guard;
   blockDim = {block[0], block[1], block[2]};
   gridDim = {grid[0], grid[1], grid[2]};
   for (unsigned z = 0; z < grid[2]; ++z)

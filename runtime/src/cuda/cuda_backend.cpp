@@ -329,11 +329,6 @@ private:
     return std::make_pair(*t, host.size());
   }
 
-  /// A bf16 plan streams x and the weights as bf16 copies (docs/bundle.md, "Precision"): the
-  /// executor keeps one beside x and each fp32 master param, refreshed by write() and by adam.
-  bool keepsBf16Copy(const std::string &name) const {
-    return plan().precision == "bf16" && (name == "x" || plan().findParam(name));
-  }
   /// Whole 4-byte words, so a zero fill is one cuMemsetD32Async.
   static size_t lowpBytes(const BufferInfo &info) { return (size_t(info.numel()) * 2 + 3) / 4 * 4; }
 

@@ -52,11 +52,17 @@ public:
     return std::unique_ptr<Executor>(std::move(ex));
   }
 
-  void *storage(const std::string &name) override { return info(name) ? ptr(name) : nullptr; }
+  /// As on the GPU, not for a tensor with a bf16 copy: writes through it would leave the copy stale.
+  void *storage(const std::string &name) override {
+    return info(name) && !lowp_.count(name) ? ptr(name) : nullptr;
+  }
 
   Status bind(const std::string &name, void *external) override {
     if (!info(name))
       return notFound("no tensor named '" + name + "'");
+    if (lowp_.count(name))
+      return unavailable("'" + name + "' has a bf16 copy in this bf16 plan, which caller memory "
+                         "would leave stale; write() it instead");
     if (external)
       bound_[name] = external;
     else
@@ -68,10 +74,15 @@ public:
 protected:
   Status allocate(const BufferInfo &info) override {
     memory_[info.name].assign(size_t(info.numel()), 0u);
+    if (keepsBf16Copy(info.name))
+      lowp_[info.name].assign(size_t(info.numel()), 0);
     return Status::ok();
   }
   Status writeBytes(const BufferInfo &info, const void *host) override {
     std::memcpy(ptr(info.name), host, info.bytes());
+    if (auto it = lowp_.find(info.name); it != lowp_.end()) // rounded as the kernels round (abi.cuh)
+      for (size_t i = 0; i < it->second.size(); ++i)
+        it->second[i] = k::floatToBf16(static_cast<const float *>(host)[i]);
     return Status::ok();
   }
   Status readBytes(const BufferInfo &info, void *host) override {
@@ -80,6 +91,8 @@ protected:
   }
   Status zeroBytes(const BufferInfo &info) override {
     std::memset(ptr(info.name), 0, info.bytes());
+    if (auto it = lowp_.find(info.name); it != lowp_.end())
+      std::fill(it->second.begin(), it->second.end(), 0);
     return Status::ok();
   }
 
@@ -96,7 +109,10 @@ protected:
         continue; // its tensors travel in the ParamEntry table below
       if (slot == k::kMaxArgs)
         return internalError("op '" + kd.op + "' has more arguments than molt::k::Args holds");
-      args.p[slot++] = ptr(inv.args.at(name));
+      const std::string &tensor = inv.args.at(name);
+      if (auto lp = lowp_.find(tensor); lp != lowp_.end())
+        args.lp[slot] = lp->second.data();
+      args.p[slot++] = ptr(tensor);
     }
     args.B = batch();
     args.P = pairCapacity();
@@ -160,7 +176,9 @@ private:
     std::vector<k::ParamEntry> &t = tables_[list];
     for (const std::string &p : splitParams(list)) {
       auto f = [&](const std::string &n) { return static_cast<float *>(ptr(n)); };
-      t.push_back({f(p), f("d_" + p), f("m_" + p), f("v_" + p), info(p)->numel()});
+      auto lp = lowp_.find(p);
+      t.push_back({f(p), f("d_" + p), f("m_" + p), f("v_" + p), info(p)->numel(),
+                   lp == lowp_.end() ? nullptr : lp->second.data()});
     }
     return t;
   }
@@ -171,6 +189,7 @@ private:
   }
 
   std::map<std::string, std::vector<unsigned>> memory_;
+  std::map<std::string, std::vector<unsigned short>> lowp_; // bf16 copies (bf16 plans)
   std::map<std::string, void *> bound_;
   std::map<std::string, std::vector<k::ParamEntry>> tables_;
   std::map<std::string, LaunchConfig> launches_;
