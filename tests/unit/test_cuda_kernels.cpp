@@ -6,7 +6,7 @@
 // copied to the GPU, both run it, and every tensor is compared: max abs / rel error against a
 // per-tensor scale, ints exactly. Then a few whole train steps run side by side. Fixture bundles
 // always; $MOLT_CUDA_TEST_BUNDLES (colon-separated) adds larger ones on the GPU
-// (scripts/gpu-check), $MOLT_EMU_TEST_BUNDLES on the emulator (small ones: it is slow).
+// (scripts/gpu-check), $MOLT_EMU_TEST_BUNDLES on the emulator (small ones: it is slow; batch 32).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -49,10 +49,17 @@ std::vector<Bundle> bundles(const std::string &device) {
   const bool emu = device == "cuda-emu";
   const char *extra = std::getenv(emu ? "MOLT_EMU_TEST_BUNDLES" : "MOLT_CUDA_TEST_BUNDLES");
   const char *b = std::getenv(emu ? "MOLT_EMU_TEST_BATCH" : "MOLT_CUDA_TEST_BATCH");
-  std::stringstream ss(extra ? extra : "");
+  std::string dirs = extra ? extra : "";
+#ifdef MOLT_EMU_SPEC_BUNDLES
+  // What molt-compile makes of examples/specs/small.mlir (tests/unit/CMakeLists.txt): the
+  // emulator checks compiled bundles too, not only the fixtures' generated wrappers.
+  if (emu)
+    dirs += std::string(":") + MOLT_EMU_SPEC_BUNDLES;
+#endif
+  std::stringstream ss(dirs);
   for (std::string dir; std::getline(ss, dir, ':');)
     if (!dir.empty())
-      out.push_back({dir, b ? std::atoll(b) : emu ? 64 : 512});
+      out.push_back({dir, b ? std::atoll(b) : emu ? 32 : 512});
   return out;
 }
 

@@ -80,9 +80,10 @@ constexpr long kSpinLimit = 1L << 20; // yields with no other progress before a 
 enum class Wait : unsigned char { Run, Barrier, Warp, Done };
 
 // ---- fiber contexts ----
-// On x86-64 a switch saves the callee-saved registers and the FP control words on the old stack
-// and swaps stack pointers (a few ns, no system call); elsewhere ucontext, whose swapcontext
-// also saves the signal mask with a system call per switch.
+// On x86-64 a switch saves the callee-saved registers on the old stack and swaps stack pointers
+// (a few ns, no system call). The FP control words (MXCSR, x87) are one state shared by all
+// fibers, as no kernel changes them. Elsewhere ucontext, whose swapcontext also saves the signal
+// mask with a system call per switch.
 #if defined(__x86_64__)
 extern "C" void molt_emu_switch(void **saveSp, void *loadSp);
 asm(R"(
@@ -98,14 +99,8 @@ molt_emu_switch:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -128,10 +123,7 @@ inline void startContext(Context &c, char *lo, size_t bytes, void (*fn)()) {
   top[-2] = reinterpret_cast<unsigned long long>(fn); // where `ret` goes
   for (int r = 3; r <= 8; ++r)
     top[-r] = 0; // rbp rbx r12..r15
-  unsigned ctl[2] = {0, 0};
-  asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(ctl[0]), "=m"(ctl[1]));
-  std::memcpy(&top[-9], ctl, 8);
-  c.sp = &top[-9];
+  c.sp = &top[-8];
 }
 #else
 struct Context {
