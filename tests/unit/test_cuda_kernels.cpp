@@ -277,6 +277,53 @@ TEST_P(DeviceKernels, TrainStepsTrackTheCpuLossCurve) {
   }
 }
 
+/// The bf16 copies of the weights follow the optimiser: adam alone, from the same random
+/// gradients on both sides (so the fp32 masters agree to fp32), moves every weight by about lr,
+/// far beyond bf16 rounding; the next forward must see the moved weights, i.e. adam rewrote
+/// the copies. A stale copy would miss the whole update.
+TEST_P(DeviceKernels, Bf16CopiesFollowTheOptimizer) {
+  Bundle b{std::string(MOLT_SOURCE_DIR) + "/tests/fixtures/tiny-molt", 64, "bf16"};
+  auto loaded = loadBundle(b);
+  ASSERT_TRUE(loaded.isOk()) << loaded.status().message();
+  Plan plan = *loaded;
+  for (const Invocation &inv : plan.entry_points.at("train_step"))
+    if (plan.findKernel(inv.kernel)->op == "adam")
+      plan.entry_points["adam_only"] = {inv};
+  ASSERT_TRUE(plan.entry_points.count("adam_only"));
+  auto c = cpu->prepare(plan, b.dir, b.batch);
+  auto g = device->prepare(plan, b.dir, b.batch);
+  ASSERT_TRUE(c.isOk() && g.isOk());
+  std::mt19937 rng(9);
+  randomise(**c, plan, rng);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (const ParamDesc &p : plan.params) {
+    std::vector<float> grad(size_t((*c)->info(p.name)->numel()));
+    for (float &v : grad)
+      v = normal(rng);
+    ASSERT_TRUE((*c)->write("d_" + p.name, grad.data(), grad.size() * 4).isOk());
+  }
+  copyAll(**c, **g);
+  const float sc[8] = {0.05f, 0.05f, 0.9f, 0.999f, 1e-8f, 0.f, 1.f, 1.f / float(b.batch)};
+  std::vector<float> yBefore;
+  for (Executor *e : {c->get(), g->get()}) {
+    ASSERT_TRUE(e->write("scalars", sc, sizeof sc).isOk());
+    if (e == c->get()) {
+      ASSERT_TRUE(e->run("forward").isOk());
+      yBefore = readF(*e, "yhat");
+    }
+    ASSERT_TRUE(e->run("adam_only").isOk());
+    ASSERT_TRUE(e->run("forward").isOk());
+    ASSERT_TRUE(e->synchronize().isOk());
+  }
+  const std::vector<float> yc = readF(**c, "yhat");
+  const Diff moved = compare(yBefore, yc, rtol(plan));
+  EXPECT_GT(moved.bad, 0u) << "the update should move yhat far beyond the bf16 tolerance";
+  const Diff d = compare(yc, readF(**g, "yhat"), rtol(plan));
+  std::printf("[%s-vs-cpu] tiny-molt bf16 forward after adam: yhat rel %.3g (the update moved "
+              "it by rel %.3g)\n", device->name().c_str(), d.maxRel, moved.maxRel);
+  EXPECT_EQ(d.bad, 0u) << "yhat after the update: max rel " << d.maxRel;
+}
+
 // scripts/gpu-check selects the GPU runs with --gtest_filter='CudaKernels*'.
 INSTANTIATE_TEST_SUITE_P(CudaKernels, DeviceKernels, testing::Values("cuda"));
 INSTANTIATE_TEST_SUITE_P(CudaEmuKernels, DeviceKernels, testing::Values("cuda-emu"));

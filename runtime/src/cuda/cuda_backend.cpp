@@ -135,8 +135,9 @@ public:
       api.cuStreamDestroy(stream_);
   }
 
+  /// Not for a tensor with a bf16 copy: writes through the address would leave the copy stale.
   void *storage(const std::string &name) override {
-    return info(name) ? reinterpret_cast<void *>(ptr(name)) : nullptr;
+    return info(name) && !lowp_.count(name) ? reinterpret_cast<void *>(ptr(name)) : nullptr;
   }
 
   /// Device memory of the caller (same context: the primary one, as PyTorch uses) stands in for
