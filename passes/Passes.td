@@ -28,11 +28,12 @@ def MoltDescribe : Pass<"molt-describe", "::mlir::ModuleOp"> {
 //===----------------------------------------------------------------------===//
 
 def MoltExpand : Pass<"molt-expand", "::mlir::ModuleOp"> {
-  let summary = "Expand a molt.layer or molt.transcoder into forward, eval and train_step programs";
+  let summary = "Expand a molt.layer or molt.transcoder into forward, eval, train_step and jvp programs";
   let description = [{
     Declares the spec's params (`molt.param`, with initialisers) and buffers (`molt.buffer`)
-    and writes three `molt.program`s of tensor ops: `forward`, `eval` (forward + MSE and
-    sparsity losses) and `train_step` (eval + backward + one clipped Adam step). The backward
+    and writes four `molt.program`s of tensor ops: `forward`, `eval` (forward + MSE and
+    sparsity losses), `train_step` (eval + backward + one clipped Adam step) and `jvp`
+    (y_dot = J(x)·x_dot: the encoder, the gates' tangents, the decoder on tangents). The backward
     is derived, not written: passes/Differentiate.cpp walks the forward ops in reverse and
     asks each op for its gradient rule. Shapes keep the symbols D, T/F, R, N until
     `--molt-specialize-buckets`; there is one op instance per rank bucket.

@@ -216,9 +216,11 @@ Status compiledCosines(const ReplacementLayer &L, const TeacherMlp &T, const std
   if (!exec.plan().entry_points.count("jvp"))
     return invalidArgument("the bundle has no 'jvp' entry point (compile it again with this "
                            "molt-compile) for --jacobian-method compiled");
-  if (exec.plan().model.d_model != d)
-    return invalidArgument("the executor's model has d=" + std::to_string(exec.plan().model.d_model) +
-                           ", the layer d=" + std::to_string(d));
+  const ModelDesc &model = exec.plan().model;
+  if (model.d_model != d || (model.kind == "molt") != L.molt)
+    return invalidArgument("the executor's bundle is a " + model.kind + " of d=" +
+                           std::to_string(model.d_model) + ", not the layer's " +
+                           (L.molt ? "molt" : "transcoder") + " of d=" + std::to_string(d));
   for (const char *name : {"x", "x_dot", "y_dot"}) {
     const BufferInfo *t = exec.info(name);
     if (!t || t->numel() != B * d)
