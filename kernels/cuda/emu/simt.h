@@ -38,6 +38,7 @@
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <type_traits>
@@ -170,6 +171,7 @@ struct Block {
   const void *args = nullptr;
   char *stacks = nullptr;
   size_t stackSlots = 0;
+  int order[kMaxThreads]; // the order in which runnable fibers are resumed
 };
 
 inline Block *gBlock = nullptr;
@@ -507,6 +509,36 @@ struct FaultGuard {
   }
 };
 
+/// $MOLT_EMU_SCHEDULE: the order in which each block's runnable threads resume, `forward`
+/// (default), `reverse` or `random:SEED` (a permutation per block, reproducible). A kernel that
+/// reads another thread's shared or global writes without a barrier in between gets the value
+/// only in some orders, so running a test under `reverse` and a few seeds exposes such races.
+inline bool scheduleOrder(Block &b, unsigned linearBlock, char *err, unsigned long errBytes) {
+  const char *env = std::getenv("MOLT_EMU_SCHEDULE");
+  const bool reverse = env && !std::strcmp(env, "reverse");
+  unsigned long long seed = 0;
+  const bool random = env && std::sscanf(env, "random:%llu", &seed) == 1;
+  if (env && *env && !reverse && !random && std::strcmp(env, "forward") != 0) {
+    std::snprintf(err, errBytes, "MOLT_EMU_SCHEDULE=%s: expected forward, reverse or random:SEED", env);
+    return false;
+  }
+  for (int i = 0; i < b.n; ++i)
+    b.order[i] = reverse ? b.n - 1 - i : i;
+  if (random) { // Fisher-Yates over splitmix64 of (seed, block)
+    unsigned long long x = seed * 0x9e3779b97f4a7c15ull + linearBlock;
+    for (int i = b.n - 1; i > 0; --i) {
+      x += 0x9e3779b97f4a7c15ull;
+      unsigned long long z = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      const int j = int((z ^ (z >> 31)) % unsigned(i + 1));
+      const int tmp = b.order[i];
+      b.order[i] = b.order[j];
+      b.order[j] = tmp;
+    }
+  }
+  return true;
+}
+
 inline bool runnable(const Block &b, const Fiber &f) {
   switch (f.wait) {
   case Wait::Run:
@@ -543,7 +575,8 @@ inline bool runBlock(Block &b) {
     b.warps[t >> 5].exited |= 1u << (t & 31);
   while (b.live > 0) {
     bool ran = false;
-    for (int t = 0; t < b.n && !b.failed; ++t) {
+    for (int i = 0; i < b.n && !b.failed; ++i) {
+      const int t = b.order[i];
       Fiber &f = b.fibers[t];
       if (!runnable(b, f))
         continue;
@@ -616,6 +649,10 @@ molt_emu_launch(void (*entry)(const void *), const void *args, const unsigned gr
     for (unsigned y = 0; y < grid[1]; ++y)
       for (unsigned x = 0; x < grid[0]; ++x) {
         blockIdx = {x, y, z};
+        if (!scheduleOrder(b, x + grid[0] * (y + grid[1] * z), err, errBytes)) {
+          gBlock = nullptr;
+          return -1;
+        }
         if (!runBlock(b)) {
           std::snprintf(err, errBytes, "%s", b.message);
           gBlock = nullptr;
