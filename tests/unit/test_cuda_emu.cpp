@@ -360,6 +360,25 @@ TEST_F(CudaEmu, UnknownEntriesAndOversizedBlocksAreErrorsNotCrashes) {
   EXPECT_FALSE(launch("probe", 1, 2048, args).isOk());
 }
 
+// A bundle carries its own abi.cuh; one whose Args layout differs from the runtime's (an older
+// molt's) must be refused at load, not run with garbage pointers.
+TEST(CudaEmuModule, KernelsBuiltAgainstAnotherAbiAreRefused) {
+  auto headers = cuda::loadKernelHeaders(std::string(MOLT_SOURCE_DIR) + "/kernels/cuda");
+  ASSERT_TRUE(headers.isOk()) << headers.status().message();
+  std::string &abi = (*headers)["molt_kernels/abi.cuh"];
+  const size_t at = abi.find("struct Args {");
+  ASSERT_NE(at, std::string::npos);
+  abi.insert(at + std::strlen("struct Args {"), "\n  long long addedByAnotherVersion;");
+  const std::vector<emu::KernelSource> kernels = {
+      {"#include \"molt_kernels/common.cuh\"\nextern \"C\" __global__ void nop(molt::k::Args) {}\n",
+       {"nop"}}};
+  auto m = emu::buildModule(kernels, *headers, testing::TempDir() + "/molt_emu_cache");
+  ASSERT_FALSE(m.isOk());
+  EXPECT_NE(m.status().message().find("built against another molt_kernels/abi.cuh"),
+            std::string::npos)
+      << m.status().message();
+}
+
 } // namespace
 } // namespace molt
 

@@ -113,7 +113,9 @@ std::string translationUnit(const std::vector<KernelSource> &kernels) {
   }
   return head + body +
          "extern \"C\" __attribute__((visibility(\"default\"))) void *molt_emu_entry(const char *name) {\n" +
-         table + "  return nullptr;\n}\n";
+         table + "  return nullptr;\n}\n" +
+         "extern \"C\" __attribute__((visibility(\"default\"))) unsigned long long molt_emu_abi() {\n"
+         "  return sizeof(molt::k::Args) << 32 | sizeof(molt::k::ParamEntry);\n}\n";
 }
 
 } // namespace
@@ -206,8 +208,18 @@ StatusOr<std::shared_ptr<Module>> buildModule(const std::vector<KernelSource> &k
     return internalError(std::string("dlopen ") + so.string() + ": " + dlerror());
   m->launch_ = reinterpret_cast<Module::Launch>(dlsym(m->handle_, "molt_emu_launch"));
   auto lookup = reinterpret_cast<void *(*)(const char *)>(dlsym(m->handle_, "molt_emu_entry"));
-  if (!m->launch_ || !lookup)
+  auto abi = reinterpret_cast<unsigned long long (*)()>(dlsym(m->handle_, "molt_emu_abi"));
+  if (!m->launch_ || !lookup || !abi)
     return internalError(so.string() + " is not an emulator module (no molt_emu_launch)");
+  // A bundle carries its own copy of abi.cuh: one from an older molt passes these structs with
+  // another layout, and the kernels would read garbage pointers.
+  const unsigned long long theirs = abi(), ours = sizeof(k::Args) << 32 | sizeof(k::ParamEntry);
+  if (theirs != ours)
+    return invalidArgument("the kernels were built against another molt_kernels/abi.cuh (Args " +
+                           std::to_string(theirs >> 32) + " bytes, ParamEntry " +
+                           std::to_string(theirs & 0xffffffffu) + "; this runtime: " +
+                           std::to_string(sizeof(k::Args)) + ", " +
+                           std::to_string(sizeof(k::ParamEntry)) + "): recompile the bundle");
   for (const KernelSource &k : kernels)
     for (const std::string &name : k.entries) {
       auto entry = reinterpret_cast<Module::Entry>(lookup(name.c_str()));
