@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <set>
 
@@ -118,13 +119,10 @@ protected:
         {kProbeSource,
          {"probe", "to_tf32", "mma16x8", "waits_on_later_block", "barrier_deadlock", "diverges",
           "faults", "racy"}}};
-    cacheDir = testing::TempDir() + "/molt_emu_cache";
-    auto m = emu::buildModule(kernels, *headers, cacheDir);
+    // The shared cache ($MOLT_CACHE_DIR): ctest runs each test in its own process.
+    auto m = emu::buildModule(kernels, *headers);
     ASSERT_TRUE(m.isOk()) << m.status().message();
     module = *m;
-    auto again = emu::buildModule(kernels, *headers, cacheDir);
-    ASSERT_TRUE(again.isOk()) << again.status().message();
-    secondBuildHit = (*again)->cacheHit();
   }
   static void TearDownTestSuite() { module.reset(); }
 
@@ -134,15 +132,7 @@ protected:
   }
 
   static inline std::shared_ptr<emu::Module> module;
-  static inline std::string cacheDir;
-  static inline bool secondBuildHit = false;
 };
-
-TEST_F(CudaEmu, ASecondBuildOfTheSameSourcesIsACacheHit) {
-  ASSERT_TRUE(module);
-  EXPECT_FALSE(module->cacheHit());
-  EXPECT_TRUE(secondBuildHit);
-}
 
 TEST_F(CudaEmu, WarpIntrinsicsBarriersScansAndAtomicsGiveTheCudaResults) {
   ASSERT_TRUE(module);
@@ -360,6 +350,24 @@ TEST_F(CudaEmu, UnknownEntriesAndOversizedBlocksAreErrorsNotCrashes) {
   EXPECT_FALSE(launch("probe", 1, 2048, args).isOk());
 }
 
+const std::vector<emu::KernelSource> kNop = {
+    {"#include \"molt_kernels/common.cuh\"\nextern \"C\" __global__ void nop(molt::k::Args) {}\n",
+     {"nop"}}};
+
+TEST(CudaEmuModule, ASecondBuildOfTheSameSourcesIsACacheHit) {
+  auto headers = cuda::loadKernelHeaders(std::string(MOLT_SOURCE_DIR) + "/kernels/cuda");
+  ASSERT_TRUE(headers.isOk()) << headers.status().message();
+  const std::string dir = testing::TempDir() + "/molt_emu_cache";
+  std::filesystem::remove_all(dir);
+  auto first = emu::buildModule(kNop, *headers, dir);
+  ASSERT_TRUE(first.isOk()) << first.status().message();
+  EXPECT_FALSE((*first)->cacheHit());
+  auto second = emu::buildModule(kNop, *headers, dir);
+  ASSERT_TRUE(second.isOk()) << second.status().message();
+  EXPECT_TRUE((*second)->cacheHit());
+  EXPECT_EQ((*first)->path(), (*second)->path());
+}
+
 // A bundle carries its own abi.cuh; one whose Args layout differs from the runtime's (an older
 // molt's) must be refused at load, not run with garbage pointers.
 TEST(CudaEmuModule, KernelsBuiltAgainstAnotherAbiAreRefused) {
@@ -369,10 +377,7 @@ TEST(CudaEmuModule, KernelsBuiltAgainstAnotherAbiAreRefused) {
   const size_t at = abi.find("struct Args {");
   ASSERT_NE(at, std::string::npos);
   abi.insert(at + std::strlen("struct Args {"), "\n  long long addedByAnotherVersion;");
-  const std::vector<emu::KernelSource> kernels = {
-      {"#include \"molt_kernels/common.cuh\"\nextern \"C\" __global__ void nop(molt::k::Args) {}\n",
-       {"nop"}}};
-  auto m = emu::buildModule(kernels, *headers, testing::TempDir() + "/molt_emu_cache");
+  auto m = emu::buildModule(kNop, *headers);
   ASSERT_FALSE(m.isOk());
   EXPECT_NE(m.status().message().find("built against another molt_kernels/abi.cuh"),
             std::string::npos)
