@@ -177,6 +177,19 @@ TEST(Tools, TrainThenEvalPrintsFlatJson) {
                      "no such data", "missing data");
   expectOneLineError(run(kBin + "molt-eval " + dir + "/run --data " + synth() + "/val --batch 0"),
                      "molt-eval", "--batch", "batch 0");
+
+  // The compiled Jacobian cosine (the bundle's jvp entry) draws the host estimator's probes.
+  const std::string jac = kBin + "molt-eval " + dir + "/run --data " + synth() + "/val --teacher " +
+                          synth() + "/teacher.safetensors --jacobian-rows 100 --probes 16 --json";
+  Result random = run(jac + " --jacobian-method random");
+  Result compiled = run(jac + " --jacobian-method compiled");
+  ASSERT_EQ(random.rc, 0) << random.err;
+  ASSERT_EQ(compiled.rc, 0) << compiled.err;
+  const double a = nlohmann::json::parse(random.out)["jacobian_cosine"];
+  const double b = nlohmann::json::parse(compiled.out)["jacobian_cosine"];
+  EXPECT_NEAR(b, a, 1e-4);
+  expectOneLineError(run(jac + " --jacobian-method compiled --probes 1"), "molt-eval", "--probes",
+                     "one probe");
 }
 
 TEST(Tools, EvalWarnsOnCollapse) {
