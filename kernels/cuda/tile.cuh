@@ -36,9 +36,16 @@ template <int PREC> __device__ __forceinline__ Operand<PREC> operand(const Args 
   return {static_cast<const float *>(a.p[i]), PREC == kPrecisionBf16 ? a.lp[i] : nullptr};
 }
 
-/// Two values as the bf16x2 register of an mma fragment: `lo` in the low half.
+/// Two values as the bf16x2 register of an mma fragment: `lo` in the low half, each rounded to
+/// nearest even (one cvt on sm_80+, which puts its first source in the high half).
 __device__ __forceinline__ unsigned packBf16x2(float lo, float hi) {
+#if defined(MOLT_CUDA_EMU)
   return unsigned(floatToBf16(lo)) | (unsigned(floatToBf16(hi)) << 16);
+#else
+  unsigned r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#endif
 }
 
 /// d += A . B for one warp: mma.sync m16n8k16, bf16 inputs, fp32 accumulate. Per the PTX ISA
@@ -104,6 +111,13 @@ template <int M, int N, int THREADS> struct Bf16MmaTileAcc : MmaTileAcc<M, N, TH
     for (int k0 = 0; k0 < K; k0 += 16) {
       const float *a0 = As + (k0 + 2 * t) * LDA, *a8 = a0 + 8 * LDA;
       const float *b0 = Bs + (k0 + 2 * t) * LDB, *b8 = b0 + 8 * LDB;
+      unsigned bf[NT][2]; // converted once per k-step, used by every row strip
+#pragma unroll
+      for (int f = 0; f < NT; ++f) {
+        const int n = (w % WN) * NT * 8 + f * 8 + g;
+        bf[f][0] = packBf16x2(b0[n], b0[LDB + n]);
+        bf[f][1] = packBf16x2(b8[n], b8[LDB + n]);
+      }
 #pragma unroll
       for (int mi = 0; mi < IM / 2; ++mi) {
         const int m = (w / WN) * 16 + mi * 16 * WM + g;
@@ -112,12 +126,9 @@ template <int M, int N, int THREADS> struct Bf16MmaTileAcc : MmaTileAcc<M, N, TH
                        r2 = packBf16x2(a8[m], a8[LDA + m]),
                        r3 = packBf16x2(a8[m + 8], a8[LDA + m + 8]);
 #pragma unroll
-        for (int f = 0; f < NT; ++f) {
-          const int n = (w % WN) * NT * 8 + f * 8 + g;
+        for (int f = 0; f < NT; ++f)
           mmaBf16(c[2 * mi][2 * f], c[2 * mi][2 * f + 1], c[2 * mi + 1][2 * f],
-                  c[2 * mi + 1][2 * f + 1], r0, r1, r2, r3, packBf16x2(b0[n], b0[LDB + n]),
-                  packBf16x2(b8[n], b8[LDB + n]));
-        }
+                  c[2 * mi + 1][2 * f + 1], r0, r1, r2, r3, bf[f][0], bf[f][1]);
       }
     }
   }
