@@ -1,7 +1,8 @@
 // Jacobian faithfulness: exact per-token Jacobians of a MOLT, a transcoder and the teacher MLP,
 // and `jacobian_cosine` (mean over tokens of cos(vec J_model, vec J_teacher)), exact or randomised.
 //
-// All host float64 with OpenMP over tokens; results do not depend on the thread count.
+// All host float64 with OpenMP over tokens (but the Compiled method's model J·v, which the
+// bundle's `jvp` entry computes in fp32 on an executor); results do not depend on the thread count.
 // Gate derivatives: every gate here is piecewise linear with slope 1 where it is open
 // (JumpReLU: g = a·H(a−θ⁺), θ⁺ = max(θ,0); ReLU: g = max(a,0); TopK: the selection is locally
 // constant), so φ'(a_t) = 1 on the active set and 0 elsewhere; the delta at the threshold is ignored (it
