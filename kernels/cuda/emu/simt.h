@@ -28,6 +28,7 @@
 #endif
 
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #if !defined(__x86_64__)
@@ -166,6 +167,7 @@ struct Block {
   long spins = 0;
   bool failed = false;
   bool inFiber = false; // kernel code is running: a fault is the kernel's
+  pthread_t thread{};    // the launching thread, the only one whose faults are the kernel's
   char message[512] = {0};
   void (*entry)(const void *) = nullptr;
   const void *args = nullptr;
@@ -465,13 +467,15 @@ inline void fiberMain() {
 /// A memory or arithmetic fault in kernel code (the GPU's "illegal address") fails the launch,
 /// naming the thread and the address, instead of killing the process: the handler runs on an
 /// alternate stack (a fiber's own may have overflowed) and leaves through fail(), which switches
-/// to the scheduler. Faults outside kernel code get the previous handler's treatment.
+/// to the scheduler. Faults outside kernel code, or on another thread, get the previous
+/// handler's treatment. The handler is process-wide: with launches on several threads at once,
+/// a fault may not be attributed (it then kills the process, as it would without the emulator).
 inline struct sigaction gPrevious[3];
 constexpr int kFaultSignals[3] = {SIGSEGV, SIGBUS, SIGFPE};
 
 inline void onFault(int sig, siginfo_t *info, void *) {
   Block *b = gBlock;
-  if (!b || !b->inFiber) {
+  if (!b || !b->inFiber || !pthread_equal(b->thread, pthread_self())) {
     for (int i = 0; i < 3; ++i)
       if (kFaultSignals[i] == sig)
         sigaction(sig, &gPrevious[i], nullptr);
@@ -641,6 +645,7 @@ molt_emu_launch(void (*entry)(const void *), const void *args, const unsigned gr
   b.args = args;
   b.failed = false;
   b.message[0] = 0;
+  b.thread = pthread_self();
   gBlock = &b;
   FaultGuard guard;
   blockDim = {block[0], block[1], block[2]};
