@@ -56,34 +56,25 @@ __device__ __forceinline__ void mmaBf16(float &d0, float &d1, float &d2, float &
                                         unsigned a1, unsigned a2, unsigned a3, unsigned b0,
                                         unsigned b1) {
 #if defined(MOLT_CUDA_EMU)
-  // Each lane gathers its two A rows and two B columns from the lanes that hold them, then sums
-  // the exact bf16 products over k in order in fp32 (the hardware's order is unspecified).
-  const int lane = int(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
-  float ar[2][16], bc[2][16];
+  // One warp collective of the emulator (kernels/cuda/emu) gathers every lane's fragments, as
+  // the TF32 product does; each lane then sums the exact bf16 products over k in order in fp32
+  // (the hardware's order is unspecified).
+  const unsigned mine[6] = {a0, a1, a2, a3, b0, b1};
+  const auto frag = molt_emu::warpExchange("mma.sync.m16n8k16.bf16", 0xffffffffu, mine, 6);
+  const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+  auto half = [&](int lane, int reg, int k) {
+    return bf16ToFloat((unsigned short)(frag[lane][reg] >> (16 * (k & 1))));
+  };
+  auto a = [&](int r, int k) { return half((r & 7) * 4 + ((k & 7) >> 1), (r >> 3) + 2 * (k >> 3), k); };
+  auto b = [&](int k, int n) { return half(n * 4 + ((k & 7) >> 1), 4 + (k >> 3), k); };
+  float *d[4] = {&d0, &d1, &d2, &d3};
   for (int q = 0; q < 4; ++q) {
-    const unsigned x0 = __shfl_sync(0xffffffffu, a0, g * 4 + q), x1 = __shfl_sync(0xffffffffu, a1, g * 4 + q),
-                   x2 = __shfl_sync(0xffffffffu, a2, g * 4 + q), x3 = __shfl_sync(0xffffffffu, a3, g * 4 + q);
-    const unsigned y0 = __shfl_sync(0xffffffffu, b0, 2 * t * 4 + q),
-                   y1 = __shfl_sync(0xffffffffu, b1, 2 * t * 4 + q),
-                   z0 = __shfl_sync(0xffffffffu, b0, (2 * t + 1) * 4 + q),
-                   z1 = __shfl_sync(0xffffffffu, b1, (2 * t + 1) * 4 + q);
-    for (int h = 0; h < 2; ++h) {
-      const int s = 16 * h, k = 2 * q + h;
-      ar[0][k] = bf16ToFloat((unsigned short)(x0 >> s));
-      ar[1][k] = bf16ToFloat((unsigned short)(x1 >> s));
-      ar[0][k + 8] = bf16ToFloat((unsigned short)(x2 >> s));
-      ar[1][k + 8] = bf16ToFloat((unsigned short)(x3 >> s));
-      bc[0][k] = bf16ToFloat((unsigned short)(y0 >> s));
-      bc[0][k + 8] = bf16ToFloat((unsigned short)(y1 >> s));
-      bc[1][k] = bf16ToFloat((unsigned short)(z0 >> s));
-      bc[1][k + 8] = bf16ToFloat((unsigned short)(z1 >> s));
-    }
+    const int r = g + 8 * (q >> 1), c = 2 * t + (q & 1);
+    float acc = *d[q];
+    for (int k = 0; k < 16; ++k)
+      acc = fmaf(a(r, k), b(k, c), acc);
+    *d[q] = acc;
   }
-  float *d[2][2] = {{&d0, &d1}, {&d2, &d3}};
-  for (int r = 0; r < 2; ++r)
-    for (int c = 0; c < 2; ++c)
-      for (int k = 0; k < 16; ++k)
-        *d[r][c] = fmaf(ar[r][k], bc[c][k], *d[r][c]);
 #else
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
