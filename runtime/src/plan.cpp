@@ -2,6 +2,7 @@
 // manifest can fail is here, and each failure is one line naming the field.
 #include "molt/plan.h"
 
+#include <cctype>
 #include <cmath>
 #include <regex>
 #include <set>
@@ -580,6 +581,39 @@ StatusOr<Plan> parsePlan(const std::string &manifestJson) {
   } catch (const std::exception &e) {
     return invalidArgument(std::string("bad manifest: ") + e.what());
   }
+}
+
+StatusOr<std::array<unsigned, 3>> launchGrid(const Plan &plan, const LaunchConfig &launch,
+                                             int64_t batch) {
+  const int64_t T = plan.model.numTransforms();
+  std::array<unsigned, 3> grid{};
+  for (int d = 0; d < 3; ++d) {
+    const std::string &e = launch.grid[d];
+    const bool cdiv = e.rfind("cdiv(", 0) == 0;
+    const std::string x = cdiv ? e.substr(5, e.find(',') - 5) : e;
+    if (!isGridExpr(e) || (std::isdigit((unsigned char)x[0]) && x.size() > 10))
+      return invalidArgument("bad grid expression '" + e + "'");
+    int64_t v = 0;
+    if (x == "B" || x == "T" || x == "P")
+      v = x == "B" ? batch : x == "T" ? T : batch * T;
+    else if (x[0] == 'P') { // Pk: the pair capacity of bucket k
+      const size_t k = size_t(std::stoull(x.substr(1)));
+      if (k >= plan.model.buckets.size())
+        return invalidArgument("grid expression '" + e + "' names a bucket the model lacks");
+      v = batch * plan.model.buckets[k].count;
+    } else {
+      v = std::stoll(x);
+    }
+    if (cdiv) {
+      const int64_t n = std::stoll(e.substr(e.find(',') + 1));
+      v = (v + n - 1) / n;
+    }
+    if (v <= 0 || v > (d == 0 ? 2147483647 : 65535))
+      return invalidArgument("grid dimension " + std::to_string(d) + " ('" + e + "') is " +
+                             std::to_string(v) + ", out of range");
+    grid[size_t(d)] = unsigned(v);
+  }
+  return grid;
 }
 
 StatusOr<Plan> loadPlan(const std::string &bundleDir) {

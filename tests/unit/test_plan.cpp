@@ -64,6 +64,27 @@ TEST(Plan, ReadsTheModelOfTinyMolt) {
   EXPECT_TRUE(plan->entry_points.count("train_step"));
 }
 
+// tiny-molt: T = 5 transforms, buckets of 2 and 3; every form the loader accepts evaluates.
+TEST(Plan, LaunchGridsEvaluateForABoundBatch) {
+  auto plan = molt::loadPlan(kFixtures + "/tiny-molt");
+  ASSERT_TRUE(plan.isOk()) << plan.status().message();
+  auto grid = [&](std::string x, std::string y = "1", std::string z = "1") {
+    molt::LaunchConfig l;
+    l.grid[0] = std::move(x), l.grid[1] = std::move(y), l.grid[2] = std::move(z);
+    return molt::launchGrid(*plan, l, 100);
+  };
+  auto g = grid("cdiv(B,8)", "T", "7");
+  ASSERT_TRUE(g.isOk()) << g.status().message();
+  EXPECT_EQ(*g, (std::array<unsigned, 3>{13, 5, 7}));
+  g = grid("P", "cdiv(P1, 64)");
+  ASSERT_TRUE(g.isOk()) << g.status().message();
+  EXPECT_EQ(*g, (std::array<unsigned, 3>{500, 5, 1})); // P1 = 100 x 3
+  EXPECT_FALSE(grid("P2").isOk());                      // no third bucket
+  EXPECT_FALSE(grid("1", "70000").isOk());              // y is at most 65535
+  EXPECT_FALSE(grid("cdiv(Q,4)").isOk());
+  EXPECT_FALSE(grid("99999999999999999999").isOk());
+}
+
 TEST(Plan, WritePlanIsAtomicAndReadable) {
   auto plan = molt::loadPlan(kFixtures + "/tiny-molt");
   ASSERT_TRUE(plan.isOk());

@@ -4,6 +4,7 @@
 // loadPlan() and executes its entry points on a backend. Nothing here depends on MLIR.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -116,6 +117,12 @@ struct Plan {
   const ParamDesc *findParam(const std::string &name) const;
   const BufferDesc *findBuffer(const std::string &name) const;
 };
+
+/// A kernel's launch grid at a bound batch: each expression, in the grammar the loader checks (an
+/// integer, B, T, P, Pk or cdiv(X,n)), evaluated for this plan; InvalidArgument for a dimension
+/// outside 1..2^31-1 (x) or 1..65535 (y, z). The CUDA and emulator executors both launch with it.
+StatusOr<std::array<unsigned, 3>> launchGrid(const Plan &plan, const LaunchConfig &launch,
+                                             int64_t batch);
 
 /// Reads and validates DIR/manifest.json.
 StatusOr<Plan> loadPlan(const std::string &bundleDir);

@@ -75,34 +75,6 @@ struct Device {
   std::string arch() const { return "sm_" + std::to_string(major * 10 + minor); }
 };
 
-/// Evaluates a launch grid expression: an integer, B, T, P, or cdiv(X,n).
-StatusOr<int64_t> evalGrid(const std::string &e, int64_t B, int64_t T, int64_t P) {
-  auto atom = [&](const std::string &s) -> StatusOr<int64_t> {
-    if (s == "B")
-      return B;
-    if (s == "T")
-      return T;
-    if (s == "P")
-      return P;
-    if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos && s.size() < 12)
-      return std::stoll(s);
-    return invalidArgument("bad grid expression '" + e + "'");
-  };
-  if (e.rfind("cdiv(", 0) == 0 && e.back() == ')') {
-    const size_t comma = e.find(',');
-    if (comma == std::string::npos)
-      return invalidArgument("bad grid expression '" + e + "'");
-    auto x = atom(e.substr(5, comma - 5));
-    auto n = atom(e.substr(comma + 1, e.size() - comma - 2));
-    if (!x)
-      return x.status();
-    if (!n || *n <= 0)
-      return invalidArgument("bad grid expression '" + e + "'");
-    return (*x + *n - 1) / *n;
-  }
-  return atom(e);
-}
-
 class CudaExecutor final : public ExecutorBase {
 public:
   static StatusOr<std::unique_ptr<Executor>> create(std::shared_ptr<Device> device, const Plan &plan,
@@ -245,19 +217,11 @@ protected:
       args.work = reinterpret_cast<unsigned *>(work_);
     }
     const LaunchConfig &L = kit->second.launch;
-    const int64_t T = plan().model.numTransforms();
-    unsigned grid[3];
-    for (int d = 0; d < 3; ++d) {
-      auto g = evalGrid(L.grid[d], batch(), T, pairCapacity());
-      if (!g)
-        return g.status().withContext("kernel '" + kd.name + "'");
-      if (*g <= 0 || *g > (d == 0 ? 2147483647 : 65535))
-        return invalidArgument("kernel '" + kd.name + "': grid dimension " + std::to_string(*g) +
-                               " out of range");
-      grid[d] = unsigned(*g);
-    }
+    auto grid = launchGrid(plan(), L, batch());
+    if (!grid)
+      return grid.status().withContext("kernel '" + kd.name + "'");
     void *params[] = {&args};
-    return api.check(api.cuLaunchKernel(kit->second.function, grid[0], grid[1], grid[2],
+    return api.check(api.cuLaunchKernel(kit->second.function, (*grid)[0], (*grid)[1], (*grid)[2],
                                         unsigned(L.block[0]), unsigned(L.block[1]),
                                         unsigned(L.block[2]), unsigned(L.smem),
                                         stream_, params, nullptr),

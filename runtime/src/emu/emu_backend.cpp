@@ -14,32 +14,6 @@
 namespace molt {
 namespace emu {
 
-StatusOr<std::array<unsigned, 3>> launchGrid(const LaunchConfig &launch, int64_t B, int64_t T,
-                                             int64_t P) {
-  std::array<unsigned, 3> out{};
-  for (int d = 0; d < 3; ++d) {
-    const std::string &e = launch.grid[d];
-    auto value = [&](const std::string &s) -> int64_t {
-      if (s == "B" || s == "T" || s == "P")
-        return s == "B" ? B : s == "T" ? T : P;
-      const bool digits = !s.empty() && s.size() < 12 && s.find_first_not_of("0123456789") == std::string::npos;
-      return digits ? std::stoll(s) : -1;
-    };
-    int64_t g = -1;
-    const size_t comma = e.find(',');
-    if (e.rfind("cdiv(", 0) == 0 && e.back() == ')' && comma != std::string::npos) {
-      const int64_t x = value(e.substr(5, comma - 5)), n = value(e.substr(comma + 1, e.size() - comma - 2));
-      g = x >= 0 && n > 0 ? (x + n - 1) / n : -1;
-    } else {
-      g = value(e);
-    }
-    if (g <= 0 || g > (d == 0 ? 2147483647 : 65535))
-      return invalidArgument("grid expression '" + e + "' is malformed or out of range");
-    out[size_t(d)] = unsigned(g);
-  }
-  return out;
-}
-
 namespace {
 
 class EmuExecutor final : public ExecutorBase {
@@ -128,7 +102,7 @@ protected:
     }
     if (L.smem > 0)
       return unavailable("kernel '" + kd.name + "': the emulator has no dynamic shared memory");
-    auto grid = launchGrid(L, batch(), plan().model.numTransforms(), pairCapacity());
+    auto grid = launchGrid(plan(), L, batch());
     if (!grid)
       return grid.status().withContext("kernel '" + kd.name + "'");
     const unsigned block[3] = {unsigned(L.block[0]), unsigned(L.block[1]), unsigned(L.block[2])};

@@ -6,7 +6,6 @@
 // on a machine without a GPU. Slow (threads are fibers, blocks run one at a time): small batches.
 #pragma once
 
-#include <array>
 #include <memory>
 
 #include "molt/backend.h"
@@ -16,12 +15,5 @@ namespace molt {
 /// Always succeeds in a build with the CUDA backend; prepare() reports a missing or failing host
 /// compiler with its output.
 StatusOr<std::unique_ptr<Backend>> createCudaEmuBackend();
-
-namespace emu {
-/// A launch's grid: each of the config's three expressions (an integer, B, T, P or cdiv(X,n),
-/// docs/bundle.md) evaluated for a bound batch.
-StatusOr<std::array<unsigned, 3>> launchGrid(const LaunchConfig &launch, int64_t B, int64_t T,
-                                             int64_t P);
-} // namespace emu
 
 } // namespace molt
