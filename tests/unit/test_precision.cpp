@@ -11,6 +11,9 @@
 #include "kernels/cuda/wrapper.h"
 #include "molt/io.h"
 #include "molt/plan.h"
+#ifdef MOLT_HAVE_CUDA
+#include "molt/cuda.h"
+#endif
 
 namespace molt {
 namespace {
@@ -111,6 +114,44 @@ TEST(Precision, WrapperCarriesItAsCfgPrecision) {
       << *bf16;
   EXPECT_FALSE(cudaWrapperSource(k, "f16").isOk());
 }
+
+#ifdef MOLT_HAVE_CUDA
+/// Through NVRTC (no GPU): every tile kernel of a bf16 wrapper at the reference shapes reaches
+/// the bf16 tensor cores, and its fp32 twin has no mma at all.
+TEST(Precision, Bf16TileKernelsCompileToTheBf16TensorCoreMma) {
+  if (auto v = cuda::nvrtcVersion(); !v)
+    GTEST_SKIP() << v.status().message();
+  auto headers = cuda::loadKernelHeaders(MOLT_SOURCE_DIR "/kernels/cuda");
+  ASSERT_TRUE(headers.isOk()) << headers.status().message();
+  const int64_t D = 768;
+  auto bucket = [&](const char *op, int64_t r) {
+    KernelDesc k;
+    k.name = k.op = op;
+    k.entry = std::string("molt_") + op;
+    k.attrs = {{"D", D}, {"R", r}, {"N", int64_t(16)}, {"OFF", int64_t(0)}};
+    return k;
+  };
+  KernelDesc skip;
+  skip.name = skip.op = "skip_apply";
+  skip.entry = "molt_skip_apply";
+  skip.attrs = {{"D", D}};
+  for (KernelDesc k : {bucket("bucket_apply", 32), bucket("bucket_apply_bwd", 512),
+                       bucket("frob_norm", 64), bucket("frob_norm_bwd", 128), skip}) {
+    k.launch = cudaDefaultLaunch(k);
+    for (const char *precision : {"f32", "bf16"}) {
+      auto src = cudaWrapperSource(k, precision);
+      ASSERT_TRUE(src.isOk());
+      auto ptx = cuda::compileSource(*src, k.name + ".cu", {}, "compute_80", false, *headers);
+      ASSERT_TRUE(ptx.isOk()) << k.name << " " << precision << ": " << ptx.status().message();
+      const bool bf16Mma = ptx->find("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32") !=
+                           std::string::npos;
+      EXPECT_EQ(bf16Mma, std::string(precision) == "bf16") << k.name << " " << precision;
+      if (std::string(precision) == "f32")
+        EXPECT_EQ(ptx->find("mma.sync"), std::string::npos) << k.name;
+    }
+  }
+}
+#endif
 
 } // namespace
 } // namespace molt
