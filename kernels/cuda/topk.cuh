@@ -65,8 +65,7 @@ __device__ __forceinline__ TopkCut topkSelect(const float *row, int F, int K, un
     __syncthreads();
     prefix |= unsigned(bcast[0]) << shift;
     mask |= 255u << shift;
-    remaining = bcast[1];
-    __syncthreads(); // bcast is written again by the next pass
+    remaining = bcast[1]; // rewritten only after the next pass's two barriers: no third one
   }
   // Among the keys equal to tau (= prefix), the first `remaining` in index order are taken.
   TopkCut s{prefix, F - 1};
