@@ -1,9 +1,10 @@
-// The synthetic teacher data generator and its least-squares linear baseline.
+// The synthetic teachers (random MLP, rank groups), their data and the least-squares linear baseline.
 #include "molt/synth.h"
 
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <sstream>
 #include <vector>
 
 #include "molt/io.h"
@@ -50,16 +51,21 @@ bool choleskySolve(std::vector<double> &a, std::vector<double> &b, int64_t n, in
 
 class Generator {
 public:
-  Generator(const SynthOptions &o, const TeacherMlp &t)
-      : o_(o), t_(t), rng_(o.seed * 0x9e3779b97f4a7c15ull + 17), normal_(rng_) {
-    // Centres with unit variance per dimension: far apart relative to the noise, so each
-    // cluster sees a different set of active hidden units (a different local linear map).
-    centres_.resize(size_t(o.clusters * o.d));
-    for (double &c : centres_)
-      c = normal_();
+  Generator(const SynthOptions &o, const SynthTeacher &t)
+      : o_(o), t_(t.mlp), rng_(o.seed * 0x9e3779b97f4a7c15ull + 17), normal_(rng_),
+        centres_(t.centres) {
+    // The random teacher's centres: unit variance per dimension, far apart relative to the
+    // noise, so each cluster sees a different set of active hidden units (a different local
+    // linear map).
+    if (centres_.empty()) {
+      centres_.resize(size_t(o.clusters * o.d));
+      for (double &c : centres_)
+        c = normal_();
+    }
+    clusters_ = int64_t(centres_.size()) / o.d;
   }
   void row(double *x, double *y) {
-    int64_t k = int64_t(rng_() % uint64_t(o_.clusters));
+    int64_t k = int64_t(rng_() % uint64_t(clusters_));
     for (int64_t j = 0; j < o_.d; ++j)
       x[j] = centres_[size_t(k * o_.d + j)] + o_.noise * normal_();
     teacherForward(t_, x, y);
@@ -71,7 +77,161 @@ private:
   std::mt19937_64 rng_;
   NormalSampler normal_;
   std::vector<double> centres_;
+  int64_t clusters_ = 0;
 };
+
+/// Orthonormalises the `n` rows of v (each `len` long) by modified Gram–Schmidt; false when
+/// they are (numerically) dependent.
+bool orthonormalise(std::vector<double> &v, int64_t n, int64_t len) {
+  for (int64_t i = 0; i < n; ++i) {
+    double *r = &v[size_t(i * len)];
+    for (int64_t k = 0; k < i; ++k) {
+      const double *q = &v[size_t(k * len)];
+      double dot = 0;
+      for (int64_t j = 0; j < len; ++j)
+        dot += r[j] * q[j];
+      for (int64_t j = 0; j < len; ++j)
+        r[j] -= dot * q[j];
+    }
+    double norm = 0;
+    for (int64_t j = 0; j < len; ++j)
+      norm += r[j] * r[j];
+    if (norm < 1e-20)
+      return false;
+    for (int64_t j = 0; j < len; ++j)
+      r[j] /= std::sqrt(norm);
+  }
+  return true;
+}
+
+/// n random orthonormal vectors of length len (n <= len).
+std::vector<double> randomOrthonormal(int64_t n, int64_t len, NormalSampler &normal) {
+  std::vector<double> v;
+  do {
+    v.assign(size_t(n * len), 0.0);
+    for (double &e : v)
+      e = normal();
+  } while (!orthonormalise(v, n, len));
+  return v;
+}
+
+// The rank-groups teacher (docs/tuning.md). Cluster g's centre is √d·ĉ_g, the ĉ_g orthonormal.
+// Its group has ranks[g] pairs of hidden units (i+, i−) with
+//   w_in rows α·ĉ_g ± β·q_i,  b_in = −κ,  w_out columns ±c·w_i,
+// q_i orthonormal and orthogonal to every centre, w_i orthonormal. At its own cluster a unit's
+// pre-activation is κ ± noise, elsewhere −κ ± noise (α·√d = 2κ), so only the group is active;
+// there act(p) ≈ p and each pair adds c·w_i·2β·q_iᵀx: the ĉ_g parts and the biases cancel,
+// the cluster's mean output is 0, and the local map 2βc·Σ w_i q_iᵀ has rank ranks[g] with a
+// flat spectrum, so a lower-rank transform cannot fit it. β puts noise's pre-activation
+// spread at κ/6: six standard deviations from switching a unit on or off.
+constexpr double kGroupMargin = 6.0;  // κ: GELU is within 1e-2 of linear/zero beyond ±2.7
+constexpr double kGroupOutScale = 0.5; // c
+
+StatusOr<SynthTeacher> groupTeacher(const SynthOptions &o, Activation act) {
+  const int64_t d = o.d, k = int64_t(o.groupRanks.size());
+  int64_t maxRank = 0, pairs = 0;
+  for (int64_t r : o.groupRanks) {
+    if (r < 1)
+      return invalidArgument("group ranks must be positive");
+    maxRank = std::max(maxRank, r);
+    pairs += r;
+  }
+  if (k > d || maxRank > d - k)
+    return invalidArgument("rank groups need d >= groups + the largest rank (the within-group "
+                           "directions are orthogonal to every centre): " +
+                           std::to_string(k) + " groups, largest rank " + std::to_string(maxRank) +
+                           ", d " + std::to_string(d));
+  if (!(o.noise > 0))
+    return invalidArgument("rank groups need noise > 0 (the local maps act on it)");
+  std::mt19937_64 rng(o.seed);
+  NormalSampler normal(rng);
+  const std::vector<double> basis = randomOrthonormal(d, d, normal); // centres, then the rest
+  const double kappa = kGroupMargin, alpha = 2 * kappa / std::sqrt(double(d)),
+               beta = kappa / (6 * o.noise);
+  SynthTeacher t;
+  TeacherMlp &m = t.mlp;
+  m.d = d;
+  m.h = 2 * pairs;
+  m.activation = act;
+  m.w_in.assign(size_t(m.h * d), 0.0);
+  m.b_in.assign(size_t(m.h), -kappa);
+  m.w_out.assign(size_t(d * m.h), 0.0);
+  m.b_out.assign(size_t(d), 0.0);
+  t.centres.resize(size_t(k * d));
+  for (int64_t g = 0, unit = 0; g < k; ++g) {
+    const double *c = &basis[size_t(g * d)];
+    for (int64_t j = 0; j < d; ++j)
+      t.centres[size_t(g * d + j)] = std::sqrt(double(d)) * c[j];
+    const int64_t r = o.groupRanks[size_t(g)];
+    // q_i: orthonormal combinations of the d − k basis vectors orthogonal to all centres.
+    const std::vector<double> coef = randomOrthonormal(r, d - k, normal);
+    const std::vector<double> out = randomOrthonormal(r, d, normal);
+    for (int64_t i = 0; i < r; ++i) {
+      std::vector<double> q(size_t(d), 0.0);
+      for (int64_t b = 0; b < d - k; ++b)
+        for (int64_t j = 0; j < d; ++j)
+          q[size_t(j)] += coef[size_t(i * (d - k) + b)] * basis[size_t((k + b) * d + j)];
+      for (int sign = 1; sign >= -1; sign -= 2, ++unit)
+        for (int64_t j = 0; j < d; ++j) {
+          m.w_in[size_t(unit * d + j)] = alpha * c[j] + sign * beta * q[size_t(j)];
+          m.w_out[size_t(j * m.h + unit)] = sign * kGroupOutScale * out[size_t(i * d + j)];
+        }
+    }
+    t.clusterRank.push_back(r);
+  }
+  return t;
+}
+
+} // namespace
+
+StatusOr<std::vector<int64_t>> parseRankGroups(const std::string &text) {
+  std::vector<int64_t> ranks;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    long long r = 0, count = 1;
+    int used = 0, usedCount = 0;
+    bool ok = std::sscanf(item.c_str(), "%lld%n", &r, &used) == 1;
+    if (ok && item[size_t(used)] == ':')
+      ok = std::sscanf(item.c_str() + used + 1, "%lld%n", &count, &usedCount) == 1 &&
+           item[size_t(used + 1 + usedCount)] == 0;
+    else
+      ok = ok && item[size_t(used)] == 0;
+    if (!ok || r < 1 || count < 1 || count > 100000)
+      return invalidArgument("bad rank group '" + item + "' (expected RANK or RANK:COUNT)");
+    ranks.insert(ranks.end(), size_t(count), r);
+  }
+  if (ranks.empty())
+    return invalidArgument("no rank groups in '" + text + "'");
+  return ranks;
+}
+
+StatusOr<SynthTeacher> makeSynthTeacher(const SynthOptions &o) {
+  StatusOr<Activation> act = parseActivation(o.activation);
+  if (!act)
+    return act.status();
+  if (!o.groupRanks.empty())
+    return groupTeacher(o, *act);
+  SynthTeacher s;
+  TeacherMlp &t = s.mlp;
+  t.d = o.d;
+  t.h = o.hidden;
+  t.activation = *act;
+  std::mt19937_64 rng(o.seed);
+  NormalSampler normal(rng);
+  auto fill = [&](std::vector<double> &v, size_t n, double stdev) {
+    v.resize(n);
+    for (double &e : v)
+      e = stdev * normal();
+  };
+  fill(t.w_in, size_t(o.hidden * o.d), o.gain / std::sqrt(double(o.d)));
+  fill(t.b_in, size_t(o.hidden), 0.5 * o.gain);
+  fill(t.w_out, size_t(o.d * o.hidden), 1.0 / std::sqrt(double(o.hidden)));
+  fill(t.b_out, size_t(o.d), 0.1);
+  return s;
+}
+
+namespace {
 
 std::vector<float> toFloat(const std::vector<double> &v) { return {v.begin(), v.end()}; }
 
@@ -108,25 +268,11 @@ StatusOr<SynthReport> synthesize(const SynthOptions &o) {
       o.shardRows <= 0 || !(o.noise >= 0))
     return invalidArgument("d, hidden, clusters, rows and shard rows must be positive, train "
                            "rows more than d, noise >= 0");
-  StatusOr<Activation> act = parseActivation(o.activation);
-  if (!act)
-    return act.status();
-  TeacherMlp t;
-  t.d = o.d;
-  t.h = o.hidden;
-  t.activation = *act;
-  std::mt19937_64 rng(o.seed);
-  NormalSampler normal(rng);
-  auto fill = [&](std::vector<double> &v, size_t n, double stdev) {
-    v.resize(n);
-    for (double &e : v)
-      e = stdev * normal();
-  };
-  fill(t.w_in, size_t(o.hidden * o.d), o.gain / std::sqrt(double(o.d)));
-  fill(t.b_in, size_t(o.hidden), 0.5 * o.gain);
-  fill(t.w_out, size_t(o.d * o.hidden), 1.0 / std::sqrt(double(o.hidden)));
-  fill(t.b_out, size_t(o.d), 0.1);
-  Generator gen(o, t);
+  StatusOr<SynthTeacher> made = makeSynthTeacher(o);
+  if (!made)
+    return made.status();
+  TeacherMlp &t = made->mlp;
+  Generator gen(o, *made);
   {
     // Centre the teacher's output: a large mean would let any map with a bias look good on
     // NMSE (whose denominator is not centred) and hide the nonlinearity being measured.
@@ -144,9 +290,9 @@ StatusOr<SynthReport> synthesize(const SynthOptions &o) {
   MOLT_RETURN_IF_ERROR(makeDirs(o.out));
   MOLT_RETURN_IF_ERROR(writeSafetensors(
       o.out + "/teacher.safetensors",
-      {f32Tensor("w_in", {o.hidden, o.d}, toFloat(t.w_in)),
-       f32Tensor("b_in", {o.hidden}, toFloat(t.b_in)),
-       f32Tensor("w_out", {o.d, o.hidden}, toFloat(t.w_out)),
+      {f32Tensor("w_in", {t.h, o.d}, toFloat(t.w_in)),
+       f32Tensor("b_in", {t.h}, toFloat(t.b_in)),
+       f32Tensor("w_out", {o.d, t.h}, toFloat(t.w_out)),
        f32Tensor("b_out", {o.d}, toFloat(t.b_out))},
       {{"activation", o.activation}}));
 

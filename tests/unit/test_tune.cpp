@@ -217,6 +217,14 @@ TEST(RankCandidates, NmseInterpolatesInLogL0) {
   // Extrapolation stops one span out: L0 0.25 (two spans below 4) reads as L0 1.
   EXPECT_NEAR(tune::nmseAtL0(4, 0.2, 16, 0.1, 0.25), 0.3, 1e-12);
   EXPECT_DOUBLE_EQ(tune::nmseAtL0(5, 0.2, 5, 0.3, 9), 0.2); // no span: the first run
+  // Two runs where the lower L0 fitted better (a short run at a larger λ can): the trend is
+  // not extrapolated, below them the lower-L0 run's NMSE stands...
+  EXPECT_DOUBLE_EQ(tune::nmseAtL0(3.6, 0.14, 2.4, 0.12, 1.5), 0.12);
+  EXPECT_NEAR(tune::nmseAtL0(3.6, 0.14, 2.4, 0.12, 3.0), 0.12 + 0.02 * std::log(1.25) / std::log(1.5),
+              1e-12); // (between them it is still interpolated)
+  // ...and above them, the higher-L0 run's.
+  EXPECT_DOUBLE_EQ(tune::nmseAtL0(2, 0.1, 4, 0.2, 8), 0.2);
+  EXPECT_NEAR(tune::nmseAtL0(2, 0.3, 4, 0.2, 8), 0.1, 1e-12); // the usual trend extrapolates
 }
 
 } // namespace

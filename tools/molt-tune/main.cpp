@@ -65,9 +65,11 @@ int main(int argc, char **argv) {
   CLI::App *schedule = app.add_subcommand(
       "schedule",
       "Search rank allocations at the spec's parameter budget.\n"
-      "Budget: about 16 candidates x 2 lambdas x --steps in round 0, then the better half\n"
-      "(plus the reference and the best uniform schedule) at twice the steps, until 3 remain;\n"
-      "--time-limit stops between runs and reports the last finished round.");
+      "Budget: 10-16 candidates x 1-4 runs (the spec's lambda, then lambda x or / factor^k\n"
+      "until L0 brackets the reference's) x --steps in round 0, then the better half (plus the\n"
+      "reference and the best uniform schedule) at twice the steps, until 3 remain. Each run\n"
+      "is one molt-train + molt-eval, saved to OUT.runs/results.json: Ctrl-C and rerun\n"
+      "resumes. --time-limit stops between runs and reports the last finished round.");
   schedule->add_option("SPEC", s.spec, "a .mlir spec with a molt.layer")->required();
   schedule->add_option("--data", s.data, "training data (molt-synth OUT/train)")->required();
   schedule->add_option("--val", s.val, "validation data (molt-synth OUT/val)")->required();
@@ -78,8 +80,8 @@ int main(int argc, char **argv) {
   schedule->add_option("--steps", s.steps, "training steps per run in round 0")->check(CLI::Range(1, 10000000));
   schedule->add_option("--batch", s.batch, "tokens per step")->check(CLI::Range(1, 1 << 20));
   schedule->add_option("--lambda-factor", s.lambdaFactor,
-                       "candidates above the round's lowest L0 train again at lambda x this, to "
-                       "interpolate their NMSE at that L0")->check(CLI::Range(1.01, 1000.0));
+                       "candidates off the reference's L0 train again at lambda x or / this (up to "
+                       "3 times, until they bracket it), to interpolate their NMSE at that L0")->check(CLI::Range(1.01, 1000.0));
   schedule->add_option("--work", s.work, "run folders and results.json (default: OUT.runs)");
   schedule->add_flag("--quiet", s.quiet, "only the result lines");
 

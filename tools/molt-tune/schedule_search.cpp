@@ -115,7 +115,16 @@ double nmseAtL0(double l0a, double nmseA, double l0b, double nmseB, double l0) {
   double xa = std::log(l0a), xb = std::log(l0b), x = std::log(l0);
   const double span = std::abs(xb - xa), lo = std::min(xa, xb) - span, hi = std::max(xa, xb) + span;
   x = std::clamp(x, lo, hi);
-  return nmseA + (nmseB - nmseA) * (x - xa) / (xb - xa);
+  double r = nmseA + (nmseB - nmseA) * (x - xa) / (xb - xa);
+  // Short runs are noisy enough that a larger λ sometimes trains a better fit at a lower L0; an
+  // extrapolation does not follow that trend past the runs (fewer active transforms are taken
+  // never to fit better than the run nearest the target did).
+  const double nmseLow = xa < xb ? nmseA : nmseB, nmseHigh = xa < xb ? nmseB : nmseA;
+  if (x < std::min(xa, xb))
+    r = std::max(r, nmseLow);
+  if (x > std::max(xa, xb))
+    r = std::min(r, nmseHigh);
+  return r;
 }
 
 namespace {
@@ -268,9 +277,13 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
   }
   if (!o.quiet)
     std::printf("%zu candidates at %lld feature-equivalents (reference %lld parameters), "
-                "lambda %g (x %g above the round's lowest L0)\n",
+                "lambda %g (x or / %g to match the reference's L0)\n",
                 cands.size(), (long long)ref->ranks.featureEquivalents(),
                 (long long)ref->params, lambda, o.lambdaFactor);
+  if (!o.quiet && !results.empty())
+    std::printf("resuming: %zu finished runs in %s are reused\n", results.size(),
+                resultsPath.c_str());
+  std::fflush(stdout);
 
   // One short run: cached in results.json (written atomically after each), so a rerun resumes.
   auto train = [&](const RankSet &c, double lam, int64_t steps) -> StatusOr<RunResult> {
@@ -278,8 +291,13 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
     std::snprintf(key, sizeof key, "%s|%g|%lld", c.name.c_str(), lam, (long long)steps);
     if (results.contains(key))
       return RunResult{results[key]["l0"].get<double>(), results[key]["nmse"].get<double>()};
-    const std::string run = work + "/" + c.name + "-" + std::to_string(steps) +
-                            (lam == lambda ? "-a" : "-b");
+    if (!o.quiet) { // a run takes seconds to minutes: say which one is going
+      std::printf("  run %-12s %lld steps, lambda %g ...", c.name.c_str(), (long long)steps, lam);
+      std::fflush(stdout);
+    }
+    char lamText[32];
+    std::snprintf(lamText, sizeof lamText, "-lambda%g", lam);
+    const std::string run = work + "/" + c.name + "-" + std::to_string(steps) + lamText;
     std::error_code ec;
     fs::remove_all(run, ec); // a run an interruption cut short
     auto t = runTool({o.toolDir + "/molt-train", work + "/" + c.name + ".mlir", "--layer", layer,
@@ -297,6 +315,10 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
     RunResult r{j["l0"].get<double>(), j["nmse"].get<double>()};
     results[key] = {{"l0", r.l0}, {"nmse", r.nmse}};
     MOLT_RETURN_IF_ERROR(writeFileAtomic(resultsPath, results.dump(1)));
+    if (!o.quiet) {
+      std::printf(" L0 %.2f, NMSE %.4f (%.0f s)\n", r.l0, r.nmse, elapsed());
+      std::fflush(stdout);
+    }
     return r;
   };
 
@@ -304,7 +326,7 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
     std::string name;
     int round;
     int64_t steps;
-    double lambdaB;
+    double lambdaA, lambdaB;
     RunResult a, b;
     double target, score;
   };
@@ -319,9 +341,10 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
     const int64_t steps = o.steps << round;
     std::vector<Row> thisRound;
     auto timeUp = [&] { return outOfTime = outOfTime || (o.timeLimit > 0 && elapsed() > o.timeLimit); };
-    // Phase 1: every candidate at the spec's λ. The target is the lowest L0 among them: a larger
-    // λ lowers any candidate's L0 reliably, while a smaller one barely raises it (the gate's
-    // threshold, not the penalty, holds L0 down early in a run).
+    // Phase 1: every candidate at the spec's λ. The target is the reference's L0 there: the
+    // operating point the spec chose. (The round's lowest L0 was the target before; on the
+    // rank-groups teacher it came from a half-collapsed candidate, L0 0.5, where every
+    // schedule is bad and the ranking says little.)
     std::vector<RunResult> first;
     for (size_t i : alive) {
       if (timeUp())
@@ -331,23 +354,30 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
         return a.status().withContext(cands[i].name);
       first.push_back(*a);
     }
-    double target = 1e300;
-    for (const RunResult &r : first)
-      target = std::min(target, r.l0);
-    // Phase 2: the others again at λ × factor, and NMSE interpolated at the target L0.
+    const double target = first.empty() ? 0.0 : first.front().l0; // alive[0] is the reference
+    // Phase 2: a candidate off the target trains again at λ × factor (above it) or λ / factor
+    // (below), up to kLambdaSteps times until its runs bracket the target; NMSE is interpolated
+    // in log L0 between the last two runs.
+    auto side = [&](double l0) { return l0 > target * 1.02 ? 1 : l0 < target / 1.02 ? -1 : 0; };
     for (size_t j = 0; j < first.size() && !timeUp(); ++j) {
       const RankSet &c = cands[alive[j]];
-      const RunResult a = first[j];
-      RunResult b = a;
-      double lamB = lambda;
-      if (a.l0 > target * 1.02) {
-        lamB = lambda * o.lambdaFactor;
-        auto second = train(c, lamB, steps);
-        if (!second)
-          return second.status().withContext(c.name);
-        b = *second;
+      RunResult a = first[j], b = a;
+      double lamA = lambda, lamB = lambda;
+      constexpr int kLambdaSteps = 3;
+      const int dir = side(a.l0);
+      for (int k = 0; k < kLambdaSteps && dir != 0 && side(b.l0) == dir && !timeUp(); ++k) {
+        a = b;
+        lamA = lamB;
+        lamB = dir > 0 ? lamB * o.lambdaFactor : lamB / o.lambdaFactor;
+        auto next = train(c, lamB, steps);
+        if (!next)
+          return next.status().withContext(c.name);
+        b = *next;
       }
-      Row row{c.name, round, steps, lamB, a, b, target, nmseAtL0(a.l0, a.nmse, b.l0, b.nmse, target)};
+      if (outOfTime)
+        break;
+      Row row{c.name, round, steps, lamA, lamB, a, b, target,
+              nmseAtL0(a.l0, a.nmse, b.l0, b.nmse, target)};
       thisRound.push_back(row);
       rows.push_back(row);
       if (!o.quiet) {
@@ -400,7 +430,7 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
     std::snprintf(line, sizeof line, "%s,%s,%s,%lld,%lld,%d,%lld,%g,%.4f,%.6f,%g,%.4f,%.6f,%.4f,%.6f\n",
                   c.name.c_str(), joinInts(c.ranks, " ").c_str(), joinInts(c.counts, " ").c_str(),
                   (long long)c.featureEquivalents(), (long long)params[c.name], r.round,
-                  (long long)r.steps, lambda, r.a.l0, r.a.nmse, r.lambdaB, r.b.l0,
+                  (long long)r.steps, r.lambdaA, r.a.l0, r.a.nmse, r.lambdaB, r.b.l0,
                   r.b.nmse, r.target, r.score);
     csv += line;
   }

@@ -1,5 +1,5 @@
 // molt-tune schedule: searches rank allocations at a spec's parameter budget with short
-// training runs and successive halving, scoring NMSE at a common (the round's lowest) L0.
+// training runs and successive halving, scoring NMSE at the reference schedule's L0.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +35,7 @@ struct ScheduleSearchOptions {
   double timeLimit = 0;                   // seconds; 0 = none
   int64_t steps = 300;                    // first round's steps (doubled each round)
   int64_t batch = 512;
-  double lambdaFactor = 30; // second run at λ × this for candidates above the round's lowest L0
+  double lambdaFactor = 4; // λ step (× or ÷, up to 3 times) to bring a candidate to the target L0
   bool quiet = false;
 };
 
