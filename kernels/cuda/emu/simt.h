@@ -8,8 +8,8 @@
 //    not cleared between blocks.
 //  * A block's threads are cooperative fibers on the calling OS thread. A fiber runs until it
 //    reaches __syncthreads, a warp collective, __nanosleep or its end; then the next runnable
-//    fiber (by thread index) runs. The order is deterministic, and a barrier costs one context
-//    switch per thread.
+//    fiber runs, in thread order or as $MOLT_EMU_SCHEDULE says (scheduleOrder). The order is
+//    deterministic, and a barrier costs one context switch per thread.
 //  * Warp collectives (__shfl*_sync, __ballot_sync, __syncwarp, and PTX emulations such as
 //    mma.sync in common.cuh) go through one primitive, molt_emu::warpExchange: every lane of the
 //    mask deposits a few words, the last to arrive publishes all of them, each lane reads what
@@ -18,6 +18,7 @@
 //  * Spin-waits must call __nanosleep (common.cuh waitCount does): it yields. Work of earlier
 //    blocks is finished, so a ticket-ordered wait is satisfied at once; a wait on a later block
 //    (or on a thread that never arrives) is a deadlock, reported instead of hanging.
+//  * A memory fault in kernel code fails the launch naming the block and thread (onFault).
 // Not emulated: dynamic (extern) shared memory, clusters, cooperative launches, memory-model
 // weakness (every access is sequentially consistent), and __CUDA_ARCH__ (left undefined, so
 // arch-specific paths take their generic branch).
