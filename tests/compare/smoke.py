@@ -130,6 +130,14 @@ def main():
     check(r2.returncode == 0, f"rerun exited {r2.returncode}")
     with open(os.path.join(out, "compare.csv")) as f:
         check(list(csv.DictReader(f)) == rows, "a rerun changed the CSV")
+    # --finished-only with a λ never trained: the table keeps the finished runs, trains nothing.
+    r4 = subprocess.run(cmd + ["--finished-only", "--transcoder-lambdas", "0.01,0.02"],
+                        capture_output=True, text=True)
+    check(r4.returncode == 0 and "left out 2 unfinished run(s)" in r4.stderr, f"{r4.stderr!r}")
+    check(not os.path.exists(os.path.join(out, "runs", "N1-transcoder-lam0.02")),
+          "--finished-only trained a model")
+    with open(os.path.join(out, "compare.csv")) as f:
+        check(list(csv.DictReader(f)) == rows, "--finished-only changed the CSV")
     # Other settings on the same --out: refused in one line, the finished runs left alone.
     r3 = subprocess.run([a if a != "6" else "7" for a in cmd], capture_output=True, text=True)
     check(r3.returncode == 1 and r3.stderr.splitlines()[-1].startswith("compare: error:")
