@@ -49,7 +49,9 @@ int main(int argc, char **argv) {
       "Time every legal launch configuration of each kernel and keep the fastest.\n"
       "Budget: per kernel, candidates x (warmup + repeats) train steps at --batch tokens\n"
       "(CPU: thread counts 1,2,4..cores, pruned by a work estimate; CUDA: grid sizes and\n"
-      "128-thread tiles, each a recompiled bundle). Kernels already in the database are skipped.");
+      "128-thread tiles, each a recompiled bundle), then (2 + CPU thread counts) x (warmup +\n"
+      "2 x repeats) whole steps to pick the fastest configuration. The database is saved after\n"
+      "each kernel: Ctrl-C and rerun skips the kernels already in it.");
   kernels->add_option("SPEC_OR_BUNDLE", kernelInput, "a bundle directory or a .mlir spec")->required();
   kernels->add_option("--device", k.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   kernels->add_option("--db", k.db, "tuning database to update (default: $MOLT_TUNING_DB or "
