@@ -122,8 +122,9 @@ std::vector<double> randomOrthonormal(int64_t n, int64_t len, NormalSampler &nor
 // pre-activation is κ ± noise, elsewhere −κ ± noise (α·√d = 2κ), so only the group is active;
 // there act(p) ≈ p and each pair adds c·w_i·2β·q_iᵀx: the ĉ_g parts and the biases cancel,
 // the cluster's mean output is 0, and the local map 2βc·Σ w_i q_iᵀ has rank ranks[g] with a
-// flat spectrum, so a lower-rank transform cannot fit it. β puts noise's pre-activation
-// spread at κ/6: six standard deviations from switching a unit on or off.
+// flat spectrum, so a lower-rank transform cannot fit it. β puts the noise's pre-activation
+// spread along q_i at κ/6 (about κ/5.5 with the part along ĉ_g): over five standard
+// deviations from switching a unit on or off.
 constexpr double kGroupMargin = 6.0;  // κ: GELU is within 1e-2 of linear/zero beyond ±2.7
 constexpr double kGroupOutScale = 0.5; // c
 
