@@ -1,6 +1,7 @@
 // NVRTC compiles every CUDA kernel family (sm_80, sm_90a) and the disk cache behaves; no GPU needed.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -124,6 +125,38 @@ TEST_F(NvrtcTest, EveryFixtureKernelCompiles) {
     compiled += int(images->size());
   }
   EXPECT_GT(compiled, 30);
+}
+
+// A bundle brings its own molt_kernels/abi.cuh. One whose Args layout differs from the
+// runtime's (a bundle compiled by an older molt) must fail to compile, naming the cause, rather
+// than launch kernels that misread every pointer; the unchanged copy is the control.
+TEST_F(NvrtcTest, ABundleBuiltAgainstAnotherAbiIsRefused) {
+  auto plan = loadPlan(MOLT_SOURCE_DIR "/tests/fixtures/tiny-molt");
+  ASSERT_TRUE(plan.isOk()) << plan.status().message();
+  plan->kernels.resize(1); // one NVRTC compile per case is enough
+  const fs::path dir = fs::path(::testing::TempDir()) / "abi-guard";
+  for (bool changed : {false, true}) {
+    fs::remove_all(dir);
+    fs::create_directories(dir / "molt_kernels");
+    for (const auto &[name, text] : headers_) {
+      std::string body = text;
+      if (changed && name == "molt_kernels/abi.cuh") {
+        const size_t at = body.find("struct Args {");
+        ASSERT_NE(at, std::string::npos);
+        body.insert(at + std::strlen("struct Args {"), "\n  long long fieldOfAnotherVersion;");
+      }
+      std::ofstream(dir / name) << body;
+    }
+    auto images = cuda::compilePlan(*plan, dir.string(), "sm_80", (dir / "cache").string());
+    if (!changed) {
+      EXPECT_TRUE(images.isOk()) << images.status().message();
+      continue;
+    }
+    ASSERT_FALSE(images.isOk());
+    EXPECT_NE(images.status().message().find("built against another molt_kernels/abi.cuh"),
+              std::string::npos)
+        << images.status().message();
+  }
 }
 
 TEST_F(NvrtcTest, RandomisedSchedulesCompileIncludingRaggedShapes) {

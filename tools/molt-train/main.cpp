@@ -48,7 +48,8 @@ int main(int argc, char **argv) {
       ->capture_default_str();
   app.add_option("--seed", o.seed, "seed for initialisation and shuffling")
       ->capture_default_str();
-  app.add_option("--device", o.device, "cpu or cuda")->capture_default_str();
+  app.add_option("--device", o.device,
+                 "cpu, cuda, or cuda-emu (the CUDA kernels on the host emulator: slow, for checking)")->capture_default_str();
   app.add_flag("--resume", o.resume, "continue the run in --out from its checkpoint");
   app.add_option("--log-every", o.logEvery, "steps between metrics lines")
       ->capture_default_str();

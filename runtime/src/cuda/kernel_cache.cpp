@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "cuda/cuda_api.h"
+#include "kernels/cuda/abi.cuh"
 #include "kernels/cuda/wrapper.h"
 #include "molt/cuda.h"
 
@@ -268,6 +269,16 @@ LaunchConfig effectiveLaunch(const KernelDesc &kernel, const std::string &bundle
   return hasKernelSource(kernel, bundleDir) ? kernel.launch : cudaDefaultLaunch(kernel);
 }
 
+// Appended to every kernel's source: a bundle carries its own molt_kernels/abi.cuh, and one
+// compiled by an older molt may lay out Args differently from this runtime, which would launch
+// the kernels on misread pointers. The compile fails instead, naming the cause.
+std::string abiGuard() {
+  return "\nstatic_assert(sizeof(::molt::k::Args) == " + std::to_string(sizeof(k::Args)) +
+         " && sizeof(::molt::k::ParamEntry) == " + std::to_string(sizeof(k::ParamEntry)) +
+         ", \"these kernels were built against another molt_kernels/abi.cuh than this runtime's: "
+         "recompile the bundle with this molt\");\n";
+}
+
 StatusOr<std::vector<std::string>> kernelSources(const Plan &plan, const std::string &bundleDir) {
   std::vector<std::string> sources;
   for (const KernelDesc &k : plan.kernels) {
@@ -275,7 +286,7 @@ StatusOr<std::vector<std::string>> kernelSources(const Plan &plan, const std::st
     if (hasKernelSource(k, bundleDir)) {
       if (!readFile(fs::path(bundleDir) / k.source, text))
         return ioError("cannot read " + (fs::path(bundleDir) / k.source).string());
-      sources.push_back(std::move(text));
+      sources.push_back(text + abiGuard());
       continue;
     }
     KernelDesc withLaunch = k;
@@ -283,7 +294,7 @@ StatusOr<std::vector<std::string>> kernelSources(const Plan &plan, const std::st
     auto generated = cudaWrapperSource(withLaunch, plan.precision);
     if (!generated)
       return generated.status();
-    sources.push_back(std::move(*generated));
+    sources.push_back(*generated + abiGuard());
   }
   return sources;
 }
