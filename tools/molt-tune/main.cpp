@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
   CLI::App *schedule = app.add_subcommand(
       "schedule",
       "Search rank allocations at the spec's parameter budget.\n"
-      "Budget: 10-16 candidates x 1-4 runs (the spec's lambda, then lambda x or / factor^k\n"
+      "Budget: 10-16 candidates x 1-4 runs x --seeds (the spec's lambda, then lambda x or / factor^k\n"
       "until L0 brackets the reference's) x --steps in round 0, then the better half (plus the\n"
       "reference and the best uniform schedule) at twice the steps, until 3 remain. Each run\n"
       "is one molt-train + molt-eval, saved to OUT.runs/results.json: Ctrl-C and rerun\n"
@@ -84,6 +84,9 @@ int main(int argc, char **argv) {
   schedule->add_option("--lambda-factor", s.lambdaFactor,
                        "candidates off the reference's L0 train again at lambda x or / this (up to "
                        "3 times, until they bracket it), to interpolate their NMSE at that L0")->check(CLI::Range(1.01, 1000.0));
+  schedule->add_option("--seeds", s.seeds,
+                       "training seeds per run, L0 and NMSE averaged (multiplies the budget)")
+      ->check(CLI::Range(1, 16));
   schedule->add_option("--work", s.work, "run folders and results.json (default: OUT.runs)");
   schedule->add_flag("--quiet", s.quiet, "only the result lines");
 

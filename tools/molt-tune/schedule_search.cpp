@@ -286,24 +286,26 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
   std::fflush(stdout);
 
   // One short run: cached in results.json (written atomically after each), so a rerun resumes.
-  auto train = [&](const RankSet &c, double lam, int64_t steps) -> StatusOr<RunResult> {
-    char key[128];
-    std::snprintf(key, sizeof key, "%s|%g|%lld", c.name.c_str(), lam, (long long)steps);
+  // Seed 0 keeps the key and folder names it had before --seeds existed.
+  auto trainSeed = [&](const RankSet &c, double lam, int64_t steps, int seed) -> StatusOr<RunResult> {
+    char key[160], suffix[48];
+    std::snprintf(suffix, sizeof suffix, seed ? "|seed%d" : "", seed);
+    std::snprintf(key, sizeof key, "%s|%g|%lld%s", c.name.c_str(), lam, (long long)steps, suffix);
     if (results.contains(key))
       return RunResult{results[key]["l0"].get<double>(), results[key]["nmse"].get<double>()};
     if (!o.quiet) { // a run takes seconds to minutes: say which one is going
-      std::printf("  run %-12s %lld steps, lambda %g ...", c.name.c_str(), (long long)steps, lam);
+      std::printf("  run %-12s %lld steps, lambda %g, seed %d ...", c.name.c_str(),
+                  (long long)steps, lam, seed);
       std::fflush(stdout);
     }
-    char lamText[32];
-    std::snprintf(lamText, sizeof lamText, "-lambda%g", lam);
-    const std::string run = work + "/" + c.name + "-" + std::to_string(steps) + lamText;
+    std::snprintf(suffix, sizeof suffix, seed ? "-lambda%g-seed%d" : "-lambda%g", lam, seed);
+    const std::string run = work + "/" + c.name + "-" + std::to_string(steps) + suffix;
     std::error_code ec;
     fs::remove_all(run, ec); // a run an interruption cut short
     auto t = runTool({o.toolDir + "/molt-train", work + "/" + c.name + ".mlir", "--layer", layer,
                       "--data", o.data, "--out", run, "--steps", std::to_string(steps), "--batch",
-                      std::to_string(o.batch), "--lambda", std::to_string(lam), "--quiet",
-                      "--checkpoint-every", std::to_string(steps)});
+                      std::to_string(o.batch), "--lambda", std::to_string(lam), "--seed",
+                      std::to_string(seed), "--quiet", "--checkpoint-every", std::to_string(steps)});
     if (!t)
       return t.status();
     auto e = runTool({o.toolDir + "/molt-eval", run, "--data", o.val, "--json"});
@@ -320,6 +322,19 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
       std::fflush(stdout);
     }
     return r;
+  };
+  // A candidate's result at one λ: L0 and NMSE averaged over --seeds runs, because whether
+  // training assigns transforms to the right inputs varies from seed to seed (docs/tuning.md).
+  auto train = [&](const RankSet &c, double lam, int64_t steps) -> StatusOr<RunResult> {
+    RunResult mean;
+    for (int seed = 0; seed < o.seeds; ++seed) {
+      auto r = trainSeed(c, lam, steps, seed);
+      if (!r)
+        return r.status();
+      mean.l0 += r->l0 / o.seeds;
+      mean.nmse += r->nmse / o.seeds;
+    }
+    return mean;
   };
 
   struct Row {

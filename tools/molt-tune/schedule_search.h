@@ -35,6 +35,7 @@ struct ScheduleSearchOptions {
   double timeLimit = 0;                   // seconds; 0 = none
   int64_t steps = 300;                    // first round's steps (doubled each round)
   int64_t batch = 512;
+  int seeds = 1;            // runs per (candidate, λ, steps), averaged
   double lambdaFactor = 4; // λ step (× or ÷, up to 3 times) to bring a candidate to the target L0
   bool quiet = false;
 };
