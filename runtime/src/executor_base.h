@@ -59,6 +59,17 @@ protected:
     return plan_.precision == "bf16" && (name == "x" || plan_.findParam(name));
   }
 
+  /// Whether caller memory may stand in for `name` (bind) or be handed out (storage): not for a
+  /// tensor with a bf16 copy, which writes through that memory would leave stale.
+  Status checkBindable(const std::string &name) const {
+    if (!info(name))
+      return notFound("no tensor named '" + name + "'");
+    if (keepsBf16Copy(name))
+      return unavailable("'" + name + "' has a bf16 copy in this bf16 plan, which caller memory "
+                         "would leave stale; write() it instead");
+    return Status::ok();
+  }
+
   /// A kernel attribute as an integer / float / string; kernels were checked at initialize().
   static int64_t intAttr(const KernelDesc &k, const std::string &name);
   static double floatAttr(const KernelDesc &k, const std::string &name);

@@ -324,6 +324,35 @@ TEST_P(DeviceKernels, Bf16CopiesFollowTheOptimizer) {
   EXPECT_EQ(d.bad, 0u) << "yhat after the update: max rel " << d.maxRel;
 }
 
+/// In a bf16 plan, x and every param have a bf16 copy that write() and adam refresh; caller
+/// memory bound in their place would be read by nothing that refreshes the copy, so bind() and
+/// storage() refuse them, and only them (the fp32 plan and the other buffers are unaffected).
+TEST_P(DeviceKernels, Bf16PlansRefuseCallerMemoryOnlyForTensorsWithACopy) {
+  for (const char *precision : {"", "bf16"}) {
+    SCOPED_TRACE(precision);
+    Bundle b{std::string(MOLT_SOURCE_DIR) + "/tests/fixtures/tiny-molt", 64, precision};
+    auto plan = loadBundle(b);
+    ASSERT_TRUE(plan.isOk()) << plan.status().message();
+    auto g = device->prepare(*plan, b.dir, b.batch);
+    ASSERT_TRUE(g.isOk()) << g.status().message();
+    const bool copies = std::string(precision) == "bf16";
+    for (const std::string name : {"x", "u0", "enc_w"}) {
+      EXPECT_EQ((*g)->storage(name) == nullptr, copies) << name;
+      // Device memory to offer: the tensor's own (fp32), or any buffer's (refused anyway).
+      void *mine = copies ? (*g)->storage("yhat") : (*g)->storage(name);
+      ASSERT_NE(mine, nullptr);
+      const Status s = (*g)->bind(name, mine);
+      EXPECT_EQ(s.isOk(), !copies) << name << ": " << s.message();
+      if (copies)
+        EXPECT_NE(s.message().find("bf16 copy"), std::string::npos) << s.message();
+      else
+        ASSERT_TRUE((*g)->bind(name, nullptr).isOk()); // back to the executor's own memory
+    }
+    EXPECT_NE((*g)->storage("yhat"), nullptr);
+    EXPECT_FALSE((*g)->bind("no_such_tensor", nullptr).isOk());
+  }
+}
+
 // scripts/gpu-check selects the GPU runs with --gtest_filter='CudaKernels*'.
 INSTANTIATE_TEST_SUITE_P(CudaKernels, DeviceKernels, testing::Values("cuda"));
 INSTANTIATE_TEST_SUITE_P(CudaEmuKernels, DeviceKernels, testing::Values("cuda-emu"));

@@ -109,17 +109,13 @@ public:
 
   /// Not for a tensor with a bf16 copy: writes through the address would leave the copy stale.
   void *storage(const std::string &name) override {
-    return info(name) && !lowp_.count(name) ? reinterpret_cast<void *>(ptr(name)) : nullptr;
+    return checkBindable(name).isOk() ? reinterpret_cast<void *>(ptr(name)) : nullptr;
   }
 
   /// Device memory of the caller (same context: the primary one, as PyTorch uses) stands in for
   /// the tensor. Param tables hold raw pointers, so they are rebuilt on next use.
   Status bind(const std::string &name, void *external) override {
-    if (!info(name))
-      return notFound("no tensor named '" + name + "'");
-    if (lowp_.count(name))
-      return unavailable("'" + name + "' has a bf16 copy in this bf16 plan, which caller memory "
-                         "would leave stale; write() it instead");
+    MOLT_RETURN_IF_ERROR(checkBindable(name));
     if (external)
       bound_[name] = reinterpret_cast<CUdeviceptr>(external);
     else

@@ -28,15 +28,11 @@ public:
 
   /// As on the GPU, not for a tensor with a bf16 copy: writes through it would leave the copy stale.
   void *storage(const std::string &name) override {
-    return info(name) && !lowp_.count(name) ? ptr(name) : nullptr;
+    return checkBindable(name).isOk() ? ptr(name) : nullptr;
   }
 
   Status bind(const std::string &name, void *external) override {
-    if (!info(name))
-      return notFound("no tensor named '" + name + "'");
-    if (lowp_.count(name))
-      return unavailable("'" + name + "' has a bf16 copy in this bf16 plan, which caller memory "
-                         "would leave stale; write() it instead");
+    MOLT_RETURN_IF_ERROR(checkBindable(name));
     if (external)
       bound_[name] = external;
     else
