@@ -159,6 +159,24 @@ __device__ __forceinline__ unsigned toTf32(float v) {
 }
 
 #if defined(MOLT_CUDA_EMU)
+/// The arithmetic of every emulated mma.sync m16n8kK: lane (g, t) = (lane / 4, lane % 4) owns
+/// D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1] (the PTX layout of d0..d3 for k8 and k16
+/// alike) and adds Σ_k a(r, k)·b(k, c) to each, in k order, in fp32. a and b read the gathered
+/// fragments; only their layouts differ between the shapes.
+template <int K, typename FragA, typename FragB>
+__device__ __forceinline__ void emuMmaAccumulate(float &d0, float &d1, float &d2, float &d3,
+                                                 FragA a, FragB b) {
+  const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+  float *d[4] = {&d0, &d1, &d2, &d3};
+  for (int q = 0; q < 4; ++q) {
+    const int r = g + 8 * (q >> 1), c = 2 * t + (q & 1);
+    float acc = *d[q];
+    for (int k = 0; k < K; ++k)
+      acc = fmaf(a(r, k), b(k, c), acc);
+    *d[q] = acc;
+  }
+}
+
 /// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 on the host emulator (kernels/cuda/emu):
 /// one warp collective gathers every lane's A and B fragments, then each lane computes its own
 /// four D elements. PTX ISA fragment layout, lane = 4g + t: a0 = A[g][t], a1 = A[g+8][t],
@@ -170,18 +188,10 @@ __device__ __forceinline__ void emuMmaM16N8K8Tf32(float &d0, float &d1, float &d
                                                   unsigned a3, unsigned b0, unsigned b1) {
   const unsigned mine[6] = {a0, a1, a2, a3, b0, b1};
   const auto frag = molt_emu::warpExchange("mma.sync.m16n8k8.tf32", 0xffffffffu, mine, 6);
-  const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
   auto op = [&](int lane, int reg) { return __uint_as_float(frag[lane][reg] & 0xffffe000u); };
   auto a = [&](int r, int k) { return op((r & 7) * 4 + (k & 3), (r >> 3) + 2 * (k >> 2)); };
   auto b = [&](int k, int n) { return op(n * 4 + (k & 3), 4 + (k >> 2)); };
-  float *d[4] = {&d0, &d1, &d2, &d3};
-  for (int q = 0; q < 4; ++q) {
-    const int r = g + 8 * (q >> 1), c = 2 * t + (q & 1);
-    float acc = *d[q];
-    for (int k = 0; k < 8; ++k)
-      acc = fmaf(a(r, k), b(k, c), acc);
-    *d[q] = acc;
-  }
+  emuMmaAccumulate<8>(d0, d1, d2, d3, a, b);
 }
 #endif
 

@@ -61,20 +61,12 @@ __device__ __forceinline__ void mmaBf16(float &d0, float &d1, float &d2, float &
   // (the hardware's order is unspecified).
   const unsigned mine[6] = {a0, a1, a2, a3, b0, b1};
   const auto frag = molt_emu::warpExchange("mma.sync.m16n8k16.bf16", 0xffffffffu, mine, 6);
-  const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
   auto half = [&](int lane, int reg, int k) {
     return bf16ToFloat((unsigned short)(frag[lane][reg] >> (16 * (k & 1))));
   };
   auto a = [&](int r, int k) { return half((r & 7) * 4 + ((k & 7) >> 1), (r >> 3) + 2 * (k >> 3), k); };
   auto b = [&](int k, int n) { return half(n * 4 + ((k & 7) >> 1), 4 + (k >> 3), k); };
-  float *d[4] = {&d0, &d1, &d2, &d3};
-  for (int q = 0; q < 4; ++q) {
-    const int r = g + 8 * (q >> 1), c = 2 * t + (q & 1);
-    float acc = *d[q];
-    for (int k = 0; k < 16; ++k)
-      acc = fmaf(a(r, k), b(k, c), acc);
-    *d[q] = acc;
-  }
+  emuMmaAccumulate<16>(d0, d1, d2, d3, a, b);
 #else
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
