@@ -85,7 +85,7 @@ def Molt_FusedOp : Molt_Op<"fused", [SingleBlock, NoTerminator]> {
   let summary = "ops that one kernel computes together";
   let description = [{
     Made by the fusion passes: the body's ops run as the kernel op `kernel`, whose
-    canonical arguments (runtime/include/molt/ops.h) are bound to params and buffers by
+    canonical arguments (core/include/molt/ops.h) are bound to params and buffers by
     `args`. Buffers written and read only inside the body live on chip.
 
     ```mlir

@@ -3,10 +3,10 @@
 #include "passes/Passes.h"
 #include "passes/ProgramIR.h"
 
-#include "kernels/cuda/wrapper.h"
+#include "molt/cuda_wrapper.h"
 #include "molt/plan.h"
 #ifdef MOLT_HAVE_CUDA
-#include "molt/cuda.h"
+#include "molt/nvrtc.h"
 #endif
 
 #include "llvm/ADT/StringExtras.h"

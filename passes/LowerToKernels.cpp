@@ -3,7 +3,7 @@
 #include "passes/Passes.h"
 #include "passes/ProgramIR.h"
 
-#include "kernels/cuda/wrapper.h"
+#include "molt/cuda_wrapper.h"
 #include "molt/tuning.h"
 
 #include "llvm/ADT/StringExtras.h"

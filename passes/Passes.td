@@ -115,7 +115,7 @@ def MoltLowerToKernels : Pass<"molt-lower-to-kernels", "::mlir::ModuleOp"> {
     Every top-level op of a specialised, fused program becomes a `molt_k.launch` of a
     `molt_k.kernel` (deduplicated by name), whose attrs are the op's compile-time
     constants and whose `#molt_k.launch` comes from the tuning database when it has the
-    kernel, else from the default heuristic (kernels/cuda/wrapper.h). Programs are
+    kernel, else from the default heuristic (core/include/molt/cuda_wrapper.h). Programs are
     replaced by `molt_k.entry`s.
   }];
   let options = [
@@ -132,7 +132,7 @@ def MoltEmitBundle : Pass<"molt-emit-bundle", "::mlir::ModuleOp"> {
   let description = [{
     Builds the runtime's `molt::Plan` from the kernel-level module and writes it with
     `molt::writePlan` (docs/bundle.md), one CUDA source per kernel (from
-    kernels/cuda/wrapper.h) and a copy of the device headers, so the bundle compiles with
+    core/include/molt/cuda_wrapper.h) and a copy of the device headers, so the bundle compiles with
     only the CUDA include path. `verify-archs` compiles every kernel with NVRTC.
   }];
   let options = [

@@ -15,7 +15,7 @@ def MoltK_Dialect : Dialect {
     What `--molt-lower-to-kernels` produces and `--molt-emit-bundle` writes out as a bundle.
     `molt_k.kernel` declares one specialised kernel (a kernel op of docs/bundle.md with its
     compile-time constants and launch configuration); `molt_k.entry` lists the launches of
-    one entry point, each binding the op's canonical arguments (runtime/include/molt/ops.h)
+    one entry point, each binding the op's canonical arguments (core/include/molt/ops.h)
     to params and buffers by name. Everything is static: ranks, counts, d and tiles.
   }];
   let useDefaultAttributePrinterParser = 1;
@@ -27,7 +27,7 @@ def MoltK_LaunchAttr : AttrDef<MoltK_Dialect, "Launch"> {
   let description = [{
     `grid` holds three expressions (an integer, `B`, `T`, `P` or `cdiv(X,n)`) that the
     runtime evaluates once the batch is bound; the rest are compile-time constants of the
-    emitted source. Chosen by the default heuristic (kernels/cuda/wrapper.h) or read from a
+    emitted source. Chosen by the default heuristic (core/include/molt/cuda_wrapper.h) or read from a
     tuning database.
 
     ```mlir

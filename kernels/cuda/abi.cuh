@@ -8,7 +8,7 @@
 namespace molt {
 namespace k {
 
-/// Most argument slots an op may use (the longest op in runtime/include/molt/ops.h has 11).
+/// Most argument slots an op may use (the longest op in core/include/molt/ops.h has 11).
 constexpr int kMaxArgs = 32;
 
 /// One trainable tensor and its companions, for the `params`-list ops (grad_norm, adam).
@@ -46,7 +46,7 @@ struct Args {
 };
 
 // Gate and penalty kinds as compile-time constants (the manifest's strings, mapped by
-// kernels/cuda/wrapper.h).
+// molt/cuda_wrapper.h).
 enum Gate { kGateJumpRelu = 0, kGateRelu = 1, kGateTopK = 2 };
 enum Penalty { kPenaltyTanh = 0, kPenaltyL1 = 1 };
 /// The manifest's `precision` as the wrapper's `Cfg::precision` (absent means kPrecisionF32).

@@ -296,7 +296,7 @@ public:
     return nb::ndarray<nb::numpy, float>(buf->data(), {size_t(n), size_t(d)}, owner);
   }
 
-  /// Exact per-row Jacobians ∂ŷ/∂x [n, d, d] in float64 (runtime/include/molt/jacobian.h).
+  /// Exact per-row Jacobians ∂ŷ/∂x [n, d, d] in float64 (study/include/molt/jacobian.h).
   nb::ndarray<nb::numpy, double> jacobian(nb::ndarray<const float, nb::c_contig, nb::device::cpu> x) {
     const int64_t d = plan_.model.d_model;
     if (x.ndim() != 2 || int64_t(x.shape(1)) != d)

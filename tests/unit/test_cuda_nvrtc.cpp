@@ -9,7 +9,7 @@
 
 #include <unistd.h>
 
-#include "kernels/cuda/wrapper.h"
+#include "molt/cuda_wrapper.h"
 #include "molt/cuda.h"
 #include "molt/ops.h"
 

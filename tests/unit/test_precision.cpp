@@ -8,7 +8,7 @@
 #include <random>
 
 #include "kernels/cuda/abi.cuh"
-#include "kernels/cuda/wrapper.h"
+#include "molt/cuda_wrapper.h"
 #include "molt/io.h"
 #include "molt/plan.h"
 #ifdef MOLT_HAVE_CUDA

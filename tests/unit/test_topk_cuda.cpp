@@ -11,7 +11,7 @@
 #include <numeric>
 #include <random>
 
-#include "kernels/cuda/wrapper.h"
+#include "molt/cuda_wrapper.h"
 #include "molt/backend.h"
 #include "molt/plan.h"
 

@@ -8,7 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "cpu/cpu_executor.h"
-#include "kernels/cuda/wrapper.h"
+#include "molt/cuda_wrapper.h"
 #include "molt/io.h"
 #include "molt/trainer.h"
 #include "molt/tuning.h"

@@ -10,7 +10,7 @@
 
 #include "cpu/cpu_executor.h"
 #include "kernels/cpu/parallel.h"
-#include "kernels/cuda/wrapper.h"
+#include "molt/cuda_wrapper.h"
 #include "molt/backend.h"
 #include "molt/io.h"
 #include "molt/trainer.h"

@@ -1,4 +1,4 @@
-// NVRTC compilation and the on-disk kernel cache: usable without a GPU (CI, molt-compile --verify).
+// The on-disk kernel cache and a bundle's kernel sources: usable without a GPU (CI, tests).
 //
 // Only libnvrtc is needed (opened with dlopen); nothing here touches the driver. The CUDA
 // backend itself is reached through molt::createBackend("cuda").
@@ -8,21 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "molt/nvrtc.h"
 #include "molt/plan.h"
 #include "molt/status.h"
 
 namespace molt::cuda {
-
-/// Compiles one CUDA C++ translation unit with NVRTC for `arch` ("sm_80", "sm_90a", ...):
-/// a cubin when `cubin`, else PTX for the matching compute_XY. `includeDirs` become -I;
-/// `headers` (include name -> text) are supplied in memory. Errors carry the NVRTC log.
-StatusOr<std::string> compileSource(const std::string &source, const std::string &name,
-                                    const std::vector<std::string> &includeDirs,
-                                    const std::string &arch, bool cubin,
-                                    const std::map<std::string, std::string> &headers = {});
-
-/// "13.0", or Unavailable when there is no NVRTC.
-StatusOr<std::string> nvrtcVersion();
 
 /// $MOLT_CACHE_DIR, else $XDG_CACHE_HOME/molt/kernels, else ~/.cache/molt/kernels.
 std::string defaultCacheDir();

@@ -10,10 +10,10 @@
 #include <map>
 #include <mutex>
 
-#include "cuda/cuda_api.h"
+#include "molt/cuda_api.h"
 #include "executor_base.h"
 #include "kernels/cuda/abi.cuh"
-#include "kernels/cuda/wrapper.h"
+#include "molt/cuda_wrapper.h"
 #include "molt/cuda.h"
 #include "molt/ops.h"
 

@@ -16,9 +16,9 @@
 #include <sstream>
 #include <thread>
 
-#include "cuda/cuda_api.h"
+#include "molt/cuda_api.h"
 #include "kernels/cuda/abi.cuh"
-#include "kernels/cuda/wrapper.h"
+#include "molt/cuda_wrapper.h"
 #include "molt/cuda.h"
 
 namespace molt::cuda {

@@ -7,7 +7,7 @@
 
 #include "emu/emu_module.h"
 #include "executor_base.h"
-#include "kernels/cuda/wrapper.h"
+#include "molt/cuda_wrapper.h"
 #include "molt/cuda.h"
 #include "molt/ops.h"
 

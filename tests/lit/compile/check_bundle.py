@@ -3,7 +3,7 @@
 
 Every kernel's source and every device header must be in the bundle; every invocation must bind
 exactly the canonical arguments of its op (the table of tests/fixtures/make_fixture.py, which
-mirrors runtime/include/molt/ops.h); every named buffer must be declared or be a param's
+mirrors core/include/molt/ops.h); every named buffer must be declared or be a param's
 companion; every .cu must carry its attrs as compile-time constants and no loop of its own.
 """
 import json

@@ -1,5 +1,5 @@
 // dlopen/dlsym of libcuda and libnvrtc; each library is tried once per process and the outcome kept.
-#include "cuda/cuda_api.h"
+#include "molt/cuda_api.h"
 
 #include <dlfcn.h>
 

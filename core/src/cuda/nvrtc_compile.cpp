@@ -1,10 +1,10 @@
 // compileSource and nvrtcVersion: one NVRTC program per call, options built in one place.
-#include "molt/cuda.h"
+#include "molt/nvrtc.h"
 
 #include <cstdlib>
 #include <memory>
 
-#include "cuda/cuda_api.h"
+#include "molt/cuda_api.h"
 
 namespace molt::cuda {
 

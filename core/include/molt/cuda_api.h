@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "cuda/cuda_symbols.h"
+#include "molt/cuda_symbols.h"
 #include "molt/status.h"
 
 namespace molt::cuda {
