@@ -3,6 +3,7 @@
 #define MOLT_PASSES_PASSES_H
 
 #include "dialect/MoltOps.h"
+#include "passes/CompileSpec.h"
 
 #include "mlir/Pass/Pass.h"
 
@@ -15,6 +16,9 @@ namespace mlir::molt {
 
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"
+
+/// The counts --molt-describe prints, of every spec op in `module` (Describe.cpp).
+::molt::compiler::SpecFacts describeModule(ModuleOp module);
 
 } // namespace mlir::molt
 

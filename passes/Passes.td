@@ -19,7 +19,13 @@ def MoltDescribe : Pass<"molt-describe", "::mlir::ModuleOp"> {
       rank  count  features  params
       ...
     ```
+
+    With `format=json` the same facts print as one JSON object (docs/spec.md), for scripts:
+    `molt-opt --molt-describe=format=json SPEC -o /dev/null`.
   }];
+  let options = [
+    Option<"format", "format", "std::string", "\"text\"", "text (a table) or json">,
+  ];
   let dependentDialects = ["::mlir::molt::MoltDialect"];
 }
 

@@ -2,7 +2,7 @@
 // molt verifiers, then --molt-describe on what verified.
 #include "dialect/MoltOps.h"
 #include "passes/Passes.h"
-#include "tools/molt-opt/InputCheck.h"
+#include "passes/InputCheck.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"

@@ -37,10 +37,8 @@ public:
 
   /// The param names a `params` argument lists, in order.
   static std::vector<std::string> splitParams(const std::string &list);
-  /// When on, run() synchronizes after each launch and adds its wall time to profile()
-  /// (kernel name -> seconds, accumulated across runs).
-  void setProfiling(bool on) { profiling_ = on; }
-  const std::map<std::string, double> &profile() const { return profile_; }
+  void setProfiling(bool on) override { profiling_ = on; }
+  std::map<std::string, double> profile() const override { return profile_; }
 
   /// Pair capacity P (= B × T).
   int64_t pairCapacity() const { return batch_ * plan_.model.numTransforms(); }

@@ -74,7 +74,11 @@ void writeXY(const std::string &path, int64_t nx, int64_t ny, int64_t d,
 }
 
 TEST(Tools, HelpExitsZero) {
-  for (const char *tool : {"molt-train", "molt-eval", "molt-synth"}) {
+  std::vector<std::string> tools = {"molt-train", "molt-eval", "molt-synth", "molt-tune"};
+#ifdef MOLT_TEST_HAVE_COMPILER
+  tools.push_back("molt-compile");
+#endif
+  for (const std::string &tool : tools) {
     Result r = run(kBin + tool + " --help");
     EXPECT_EQ(r.rc, 0) << tool;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << tool;
@@ -201,6 +205,65 @@ TEST(Tools, EvalWarnsOnCollapse) {
   Result e = run(kBin + "molt-eval " + dir + "/run --data " + synth() + "/val");
   EXPECT_EQ(e.rc, 0);
   EXPECT_NE(e.out.find("warning: collapse"), std::string::npos) << e.out;
+}
+
+// Every tool that reads a spec or a file, on an empty file, a file that is not a spec (or not
+// data) and brackets nested past what MLIR's parser survives: one line, exit 1. The guard
+// sits in the compiler facade, so molt-train and molt-tune get it without molt-opt.
+TEST(Tools, BadFilesAreOneLineInEveryTool) {
+  std::string bad = scratch("badfiles");
+  const std::string empty = bad + "/empty.mlir", prose = bad + "/prose.mlir",
+                    deep = bad + "/deep.mlir", bin = bad + "/data.safetensors";
+  ASSERT_TRUE(molt::writeFileAtomic(empty, "").isOk());
+  ASSERT_TRUE(molt::writeFileAtomic(prose, "Dear reader,\nthis is a letter.\n").isOk());
+  ASSERT_TRUE(molt::writeFileAtomic(deep, "module {" + std::string(5000, '[') + "\n").isOk());
+  ASSERT_TRUE(molt::writeFileAtomic(bin, "").isOk());
+  struct Input {
+    std::string path, cause;
+  };
+  const std::vector<Input> specs = {
+      {empty, "empty.mlir:1:1: empty input"},
+      {prose, "prose.mlir:1:1:"},
+      {deep, "deep.mlir:1:264: brackets nested more than 256 deep"}, // "module {" + 256 [
+  };
+  const std::string data = " --data " + synth() + "/train";
+  for (const Input &in : specs) {
+#ifdef MOLT_TEST_HAVE_COMPILER
+    expectOneLineError(run(kBin + "molt-train " + in.path + data + " --out " + bad + "/run"),
+                       "molt-train", in.cause, "molt-train " + in.path);
+    expectOneLineError(run(kBin + "molt-compile " + in.path + " -o " + bad + "/bundle"),
+                       "molt-compile", in.cause, "molt-compile " + in.path);
+    expectOneLineError(run(kBin + "molt-tune kernels " + in.path + " --db " + bad + "/db.json"),
+                       "molt-tune", in.cause, "molt-tune kernels " + in.path);
+    expectOneLineError(run(kBin + "molt-tune schedule " + in.path + data + " --val " + synth() +
+                           "/val -o " + bad + "/best.mlir"),
+                       "molt-tune", in.cause, "molt-tune schedule " + in.path);
+    // molt-opt speaks MLIR's diagnostics (FILE:L:C: error: ..., then the source line for a
+    // parse error); its own pre-parse check is one line.
+    Result opt = run(kBin + "molt-opt " + in.path);
+    EXPECT_EQ(opt.rc, 1) << opt.err;
+    EXPECT_EQ(opt.err.rfind(in.path + ":1:", 0), 0u) << opt.err;
+    if (in.path != prose)
+      EXPECT_EQ(std::count(opt.err.begin(), opt.err.end(), '\n'), 1) << opt.err;
+#else
+    expectOneLineError(run(kBin + "molt-train " + in.path + data + " --out " + bad + "/run"),
+                       "molt-train", "cannot compile specs", "molt-train " + in.path);
+    expectOneLineError(run(kBin + "molt-tune schedule " + in.path + data + " --val " + synth() +
+                           "/val -o " + bad + "/best.mlir"),
+                       "molt-tune", "needs the compiler", "molt-tune schedule " + in.path);
+#endif
+  }
+  // Files where data or a run belongs.
+  for (const std::string &f : {empty, prose, bin}) {
+    expectOneLineError(run(kBin + "molt-train " + kFixture + " --data " + f + " --out " + bad +
+                           "/run2 --steps 2"),
+                       "molt-train", "", "molt-train --data " + f);
+    expectOneLineError(run(kBin + "molt-eval " + f + " --data " + synth() + "/val"), "molt-eval",
+                       "", "molt-eval " + f);
+    expectOneLineError(run(kBin + "molt-tune kernels " + f + " --db " + bad + "/db.json"),
+                       "molt-tune", "", "molt-tune kernels " + f);
+  }
+  EXPECT_FALSE(fs::exists(bad + "/run"));
 }
 
 } // namespace

@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cpu/cpu_executor.h"
+#include "molt/backend.h"
 #include "molt/cuda_wrapper.h"
 #include "molt/io.h"
 #include "molt/trainer.h"
@@ -94,9 +94,13 @@ TEST(TuningDb, DefaultPathFollowsTheEnvironment) {
 }
 
 /// Runs one train_step of tiny-molt from fixed params and inputs; returns the new params.
-TensorMap stepOnce(const Plan &plan) {
-  auto exec = CpuExecutor<float>::create(plan, 32);
+/// `threads` > 0 sets every kernel's thread count through the public API, as molt-tune does.
+TensorMap stepOnce(const Plan &plan, int threads = 0) {
+  auto exec = (*createBackend("cpu"))->prepare(plan, "", 32);
   EXPECT_TRUE(exec.isOk());
+  if (threads > 0)
+    for (const KernelDesc &k : plan.kernels)
+      EXPECT_TRUE((*exec)->setKernelThreads(k.name, threads).isOk());
   EXPECT_TRUE(writeTensors(**exec, initParams(plan, 3)).isOk());
   std::mt19937 rng(5);
   std::normal_distribution<float> normal;
@@ -122,8 +126,9 @@ TEST(TuningDb, CpuExecutorRunsTunedThreadCountsToTheSameResult) {
 
   // Every kernel at one thread; then a malformed database, which must only cost speed.
   TuningDb db;
-  DeviceTuning &d = db.devices[tuningDeviceKey("cpu", hostArch(), cpuDeviceName())];
-  d.kind = "cpu", d.name = cpuDeviceName(), d.arch = hostArch();
+  const std::string cpuName = (*createBackend("cpu"))->deviceName();
+  DeviceTuning &d = db.devices[tuningDeviceKey("cpu", hostArch(), cpuName)];
+  d.kind = "cpu", d.name = cpuName, d.arch = hostArch();
   for (const KernelDesc &k : plan.kernels)
     d.kernels[kernelSignature(k)].threads = 1;
   const std::string path = tempPath("threads.json");
@@ -132,6 +137,8 @@ TEST(TuningDb, CpuExecutorRunsTunedThreadCountsToTheSameResult) {
   TensorMap tuned = stepOnce(plan);
   ASSERT_TRUE(writeFileAtomic(path, "{not json").isOk());
   TensorMap broken = stepOnce(plan);
+  setenv("MOLT_TUNING_DB", "off", 1);
+  TensorMap set = stepOnce(plan, 1); // the same counts, set by hand
   if (saved)
     setenv("MOLT_TUNING_DB", keep.c_str(), 1);
   else
@@ -144,6 +151,7 @@ TEST(TuningDb, CpuExecutorRunsTunedThreadCountsToTheSameResult) {
       // Thread counts regroup sums (parallel.h), so float rounding may differ, nothing more.
       EXPECT_NEAR(tuned[name][i], values[i], 1e-5 + 1e-5 * std::abs(values[i])) << name << i;
       EXPECT_EQ(broken[name][i], values[i]) << name << i;
+      EXPECT_EQ(set[name][i], tuned[name][i]) << name << i;
     }
   }
 }
@@ -207,6 +215,19 @@ TEST(RankCandidates, EqualBudgetAndLegalRanks) {
   }
   EXPECT_TRUE(uniform8);
   EXPECT_EQ(cands.front().scheduleAttr(), "#molt.schedule<ranks = [32, 16, 8, 4], counts = [2, 4, 8, 16]>");
+}
+
+TEST(RankCandidates, RankOneIsNotHalvedToZero) {
+  // ranks-half of (4, 2, 1) would hold a rank-0 bucket: it is dropped, not divided by.
+  tune::RankSet ref{"ref", {4, 2, 1}, {1, 2, 4}};
+  auto cands = tune::rankCandidates(ref, 8);
+  ASSERT_GT(cands.size(), 3u);
+  for (const auto &c : cands) {
+    EXPECT_EQ(c.featureEquivalents(), 12) << c.name;
+    EXPECT_NE(c.name, "ranks-half");
+    for (int64_t r : c.ranks)
+      EXPECT_GE(r, 1) << c.name;
+  }
 }
 
 TEST(RankCandidates, NmseInterpolatesInLogL0) {

@@ -9,8 +9,18 @@
 
 namespace molt::tool {
 
+/// Prints "tool: error: message" as one line: a message that spans several (a library's
+/// error text) has its line breaks turned into "; ", so scripts can rely on one line.
 inline int fail(const std::string &tool, const std::string &message) {
-  std::fprintf(stderr, "%s: error: %s\n", tool.c_str(), message.c_str());
+  std::string line;
+  for (char c : message)
+    if (c == '\n')
+      line += line.empty() || line.back() == ' ' ? "" : "; ";
+    else if (c != '\r')
+      line += c;
+  while (!line.empty() && (line.back() == ' ' || line.back() == ';'))
+    line.pop_back();
+  std::fprintf(stderr, "%s: error: %s\n", tool.c_str(), line.c_str());
   return 1;
 }
 

@@ -1,14 +1,11 @@
 // molt-compile: compiles a spec (.mlir) into a bundle directory the runtime loads.
 #include "passes/CompileSpec.h"
-
-#include <CLI/CLI.hpp>
-
-#include <algorithm>
-#include <iostream>
+#include "tools/common/cli.h"
 
 int main(int argc, char **argv) {
   CLI::App app{"molt-compile: compile a molt spec into a bundle (manifest.json, one CUDA source "
-               "per kernel, molt_kernels/ headers) that molt-train and molt-eval run."};
+               "per kernel, molt_kernels/ headers) that molt-train and molt-eval run.",
+               "molt-compile"};
   std::string spec, out, arch = "sm_80,sm_90a";
   molt::compiler::CompileOptions options;
   bool verify = false;
@@ -29,22 +26,12 @@ int main(int argc, char **argv) {
       ->capture_default_str();
   app.add_flag("--fusion-report", options.fusionReport,
                "print the kernels of each entry point before and after fusion");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError &e) {
-    if (e.get_exit_code() == 0)
-      return app.exit(e);
-    std::cerr << "molt-compile: error: " << e.what() << "\n";
-    return 1;
-  }
+  if (int rc = molt::tool::parse(app, argc, argv); rc >= 0)
+    return rc;
   if (verify)
     options.verifyArchs = arch;
   molt::Status status = molt::compiler::compileSpec(spec, out, options);
-  if (!status) {
-    std::string message = status.message();
-    std::replace(message.begin(), message.end(), '\n', ' ');
-    std::cerr << "molt-compile: error: " << message << "\n";
-    return 1;
-  }
+  if (!status)
+    return molt::tool::fail("molt-compile", status.message());
   return 0;
 }

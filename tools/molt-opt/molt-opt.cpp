@@ -1,7 +1,7 @@
 // molt-opt: parses, verifies, transforms and prints molt specs (mlir-opt with molt registered).
-#include "InputCheck.h"
 #include "dialect/MoltOps.h"
 #include "dialect/kernel/MoltKernel.h"
+#include "passes/InputCheck.h"
 #include "passes/Passes.h"
 #include "passes/Pipelines.h"
 
@@ -32,8 +32,9 @@ int main(int argc, char **argv) {
   // Standard input cannot be read twice, so only files get the pre-parse checks.
   if (input != "-")
     if (std::unique_ptr<llvm::MemoryBuffer> file = mlir::openInputFile(input))
-      if (std::optional<std::string> error = molt::checkSpecText(file->getBuffer())) {
-        llvm::errs() << input << ":" << *error << "\n";
+      if (std::optional<molt::SpecTextProblem> p = molt::checkSpecText(file->getBuffer())) {
+        llvm::errs() << input << ":" << p->line << ":" << p->col << ": error: " << p->message
+                     << "\n";
         return 1;
       }
   return mlir::asMainReturnCode(mlir::MlirOptMain(argc, argv, input, output, registry));

@@ -8,7 +8,6 @@
 #include <random>
 #include <unistd.h>
 
-#include "cpu/cpu_executor.h"
 #include "kernels/cpu/parallel.h"
 #include "molt/cuda_wrapper.h"
 #include "molt/backend.h"
@@ -84,7 +83,7 @@ using Choice = std::map<std::string, Candidate>;
 
 /// Runs train_step for each choice in turn, `warmup` untimed rounds then `repeats` timed ones,
 /// so a load spike on a shared machine hits every choice alike. Returns, per choice, each
-/// kernel's median seconds per step (when profiling: ExecutorBase syncs after each launch, so
+/// kernel's median seconds per step (when profiling: the executor syncs after each launch, so
 /// on CUDA this is launch-to-completion wall time) and the step's median wall time (under "").
 class Bench {
 public:
@@ -92,20 +91,19 @@ public:
       : plan_(plan), bundle_(std::move(bundle)), device_(std::move(device)), batch_(batch) {}
 
   Status open() {
-    if (device_ == "cpu") {
-      auto exec = CpuExecutor<float>::create(plan_, batch_);
-      if (!exec)
-        return exec.status();
-      cpu_ = std::move(*exec);
-      deviceName_ = cpuDeviceName();
-      arch_ = hostArch();
-      return Status::ok();
-    }
     auto backend = createBackend(device_);
     if (!backend)
       return backend.status();
     backend_ = std::move(*backend);
     deviceName_ = backend_->deviceName();
+    if (device_ == "cpu") {
+      auto exec = backend_->prepare(plan_, bundle_, batch_);
+      if (!exec)
+        return exec.status();
+      cpu_ = std::move(*exec);
+      arch_ = hostArch();
+      return Status::ok();
+    }
     // CudaBackend names itself "<GPU> (sm_XY)": the arch is the part in parentheses.
     size_t open = deviceName_.rfind(" (sm_");
     arch_ = open == std::string::npos ? "cuda"
@@ -122,7 +120,7 @@ public:
     // CPU: one executor whose thread counts change between steps. CUDA: the launch is compiled
     // into each kernel's wrapper, so every choice is its own bundle and executor.
     std::vector<std::unique_ptr<Executor>> owned;
-    std::vector<ExecutorBase *> execs;
+    std::vector<Executor *> execs;
     for (size_t i = 0; i < choices.size(); ++i) {
       if (cpu_) {
         execs.push_back(cpu_.get());
@@ -132,9 +130,7 @@ public:
       if (!exec)
         return exec.status();
       owned.push_back(std::move(*exec));
-      execs.push_back(dynamic_cast<ExecutorBase *>(owned.back().get()));
-      if (!execs.back())
-        return internalError("the CUDA executor does not expose its profile");
+      execs.push_back(owned.back().get());
     }
     for (size_t i = 0; i < (cpu_ ? 1 : execs.size()); ++i) { // the CPU executor is shared
       MOLT_RETURN_IF_ERROR(loadInputs(*execs[i], in));
@@ -143,11 +139,12 @@ public:
     std::vector<std::map<std::string, std::vector<double>>> samples(choices.size());
     for (int round = 0; round < warmup + repeats; ++round)
       for (size_t i = 0; i < choices.size(); ++i) {
-        ExecutorBase &exec = *execs[i];
+        Executor &exec = *execs[i];
         if (cpu_)
           for (const KernelDesc &k : plan_.kernels) {
             auto c = choices[i].find(k.name);
-            cpu_->setKernelThreads(k.name, c == choices[i].end() ? 0 : c->second.threads);
+            MOLT_RETURN_IF_ERROR(
+                cpu_->setKernelThreads(k.name, c == choices[i].end() ? 0 : c->second.threads));
           }
         std::map<std::string, double> before = exec.profile();
         auto start = std::chrono::steady_clock::now();
@@ -193,7 +190,7 @@ private:
   const Plan &plan_;
   std::string bundle_, device_;
   int64_t batch_;
-  std::unique_ptr<CpuExecutor<float>> cpu_;
+  std::unique_ptr<Executor> cpu_; // the CPU's one executor (its thread counts change)
   std::unique_ptr<Backend> backend_;
   std::string deviceName_, arch_;
 };

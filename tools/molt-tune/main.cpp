@@ -1,28 +1,14 @@
 // molt-tune: flag parsing only; the searches live in kernel_tune.cpp and schedule_search.cpp.
-#include <climits>
-#include <csignal>
-#include <filesystem>
-#include <unistd.h>
-
 #include "tools/common/cli.h"
 #include "tools/molt-tune/kernel_tune.h"
 #include "tools/molt-tune/schedule_search.h"
 
-#include "molt/io.h"
 #include "molt/tuning.h"
+#ifdef MOLT_HAVE_COMPILE_SPEC
+#include "passes/CompileSpec.h"
+#endif
 
 namespace {
-
-/// The folder holding this executable: molt-opt, molt-compile, molt-train and molt-eval are
-/// built next to it.
-std::string selfDir() {
-  char path[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
-  if (n <= 0)
-    return ".";
-  path[n] = 0;
-  return std::filesystem::path(path).parent_path().string();
-}
 
 bool endsWith(const std::string &s, const std::string &suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -36,10 +22,6 @@ int main(int argc, char **argv) {
                "Both searches save after every measurement: Ctrl-C and rerun to resume.",
                "molt-tune"};
   app.require_subcommand(1);
-  app.fallthrough(); // --tools may follow the subcommand too
-  std::string toolDir = selfDir();
-  app.add_option("--tools", toolDir, "folder with molt-opt, molt-compile, molt-train, molt-eval "
-                                     "(default: next to molt-tune)");
 
   molt::tune::KernelTuneOptions k;
   std::string kernelInput;
@@ -66,11 +48,11 @@ int main(int argc, char **argv) {
   molt::tune::ScheduleSearchOptions s;
   CLI::App *schedule = app.add_subcommand(
       "schedule",
-      "Search rank allocations at the spec's parameter budget.\n"
+      "Search rank allocations at the spec's parameter budget (needs a build with the compiler).\n"
       "Budget: 10-16 candidates x 1-4 runs x --seeds (the spec's lambda, then lambda x or / factor^k\n"
       "until L0 brackets the reference's) x --steps in round 0, then the better half (plus the\n"
       "reference and the best uniform schedule) at twice the steps, until 3 remain. Each run\n"
-      "is one molt-train + molt-eval, saved to OUT.runs/results.json: Ctrl-C and rerun\n"
+      "is one training + evaluation, saved to OUT.runs/results.json: Ctrl-C and rerun\n"
       "resumes. --time-limit stops between runs and reports the last finished round.");
   schedule->add_option("SPEC", s.spec, "a .mlir spec with a molt.layer")->required();
   schedule->add_option("--data", s.data, "training data (molt-synth OUT/train)")->required();
@@ -99,14 +81,17 @@ int main(int argc, char **argv) {
       return molt::tool::fail(tool, "no tuning database: pass --db (MOLT_TUNING_DB is off)");
     k.bundle = kernelInput;
     if (endsWith(kernelInput, ".mlir")) { // compiled next to the database, then tuned
+#ifdef MOLT_HAVE_COMPILE_SPEC
       k.bundle = k.db + ".bundle";
-      std::string cmd = "'" + toolDir + "/molt-compile' '" + kernelInput + "' -o '" + k.bundle + "'";
-      if (std::system(cmd.c_str()) != 0)
-        return molt::tool::fail(tool, "molt-compile could not compile " + kernelInput);
+      if (molt::Status st = molt::compiler::compileSpec(kernelInput, k.bundle); !st)
+        return molt::tool::fail(tool, st.message());
+#else
+      return molt::tool::fail(tool, "this build cannot compile specs; pass a bundle made by "
+                                    "molt-compile");
+#endif
     }
     status = molt::tune::tuneKernels(k);
   } else {
-    s.toolDir = toolDir;
     if (s.layer.size() && s.layer[0] != '@')
       s.layer = "@" + s.layer;
     status = molt::tune::searchSchedule(s);

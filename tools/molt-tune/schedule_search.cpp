@@ -1,5 +1,6 @@
-// molt-tune schedule (schedule_search.h): candidates, short runs through molt-train/molt-eval,
-// successive halving, the CSV report and the winning spec.
+// molt-tune schedule (schedule_search.h): candidates, short runs (the compiler facade, then
+// runTraining and evaluateRun in-process), successive halving, the CSV report and the winning
+// spec.
 #include "tools/molt-tune/schedule_search.h"
 
 #include <algorithm>
@@ -9,11 +10,14 @@
 #include <filesystem>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "molt/io.h"
+#ifdef MOLT_HAVE_COMPILE_SPEC
+#include "molt/run.h"
+#include "passes/CompileSpec.h"
+#endif
 
 namespace molt::tune {
 
@@ -36,9 +40,13 @@ std::string joinInts(const std::vector<int64_t> &v, const char *sep) {
 }
 
 /// Counts giving bucket i the share w[i]/Σw of budget F (rounded down), the remainder going to
-/// the lowest rank; empty when the remainder does not divide or a bucket ends up empty.
+/// the lowest rank; empty when the remainder does not divide or a bucket ends up empty (or a
+/// rank is below 1: halving rank 1 gives 0).
 std::vector<int64_t> countsFor(const std::vector<int64_t> &ranks, const std::vector<double> &w,
                                int64_t F) {
+  for (int64_t r : ranks)
+    if (r < 1)
+      return {};
   double total = 0;
   for (double x : w)
     total += x;
@@ -127,126 +135,55 @@ double nmseAtL0(double l0a, double nmseA, double l0b, double nmseB, double l0) {
   return r;
 }
 
+#ifdef MOLT_HAVE_COMPILE_SPEC
 namespace {
 
-std::string shellQuote(const std::string &s) {
-  std::string q = "'";
-  for (char c : s)
-    q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-/// Runs a tool, returning its stdout+stderr; an error carrying the output's last line on failure.
-StatusOr<std::string> runTool(const std::vector<std::string> &args) {
-  std::string cmd;
-  for (const std::string &a : args)
-    cmd += shellQuote(a) + " ";
-  cmd += "2>&1";
-  FILE *pipe = popen(cmd.c_str(), "r");
-  if (!pipe)
-    return internalError("cannot run " + args.front());
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0)
-    out.append(buf, n);
-  int rc = pclose(pipe);
-  if (rc != 0) {
-    std::string tail = out;
-    while (!tail.empty() && tail.back() == '\n')
-      tail.pop_back();
-    size_t nl = tail.rfind('\n');
-    return internalError(fs::path(args.front()).filename().string() + " failed: " +
-                         (nl == std::string::npos ? tail : tail.substr(nl + 1)));
+/// The layer's schedule as a candidate (named after the layer, "@" included).
+RankSet rankSetOf(const compiler::LayerFacts &layer) {
+  RankSet r;
+  r.name = "@" + layer.symbol;
+  for (const compiler::BucketFacts &b : layer.buckets) {
+    r.ranks.push_back(b.rank);
+    r.counts.push_back(b.count);
   }
-  return out;
+  return r;
 }
 
-/// What `molt-opt --molt-describe` says about a layer: the one place counts are computed.
-struct Described {
-  RankSet ranks;
-  int64_t dModel = 0, params = 0;
-  double lambda = 0;
-};
-
-StatusOr<Described> describe(const std::string &tools, const std::string &spec,
-                             const std::string &layer) {
-  auto text = runTool({tools + "/molt-opt", "--molt-describe", spec, "-o", "/dev/null"});
-  if (!text)
-    return text.status();
-  std::istringstream in(*text);
-  std::string line;
-  Described d;
-  bool inside = false;
-  while (std::getline(in, line)) {
-    if (line.rfind("molt.", 0) == 0) {
-      if (inside)
-        break;
-      inside = line.rfind("molt.layer @", 0) == 0 &&
-               (layer.empty() || line.rfind("molt.layer " + layer + ":", 0) == 0);
-      if (inside) {
-        size_t at = line.find("d_model = ");
-        d.dModel = at == std::string::npos ? 0 : std::atoll(line.c_str() + at + 10);
-        d.ranks.name = line.substr(11, line.find(':') - 11);
-      }
-      continue;
-    }
-    if (!inside)
-      continue;
-    long long r, c, f, p;
-    if (std::sscanf(line.c_str(), " %lld %lld %lld %lld", &r, &c, &f, &p) == 4) {
-      d.ranks.ranks.push_back(r);
-      d.ranks.counts.push_back(c);
-    } else if (size_t at = line.find("parameters "); at != std::string::npos) {
-      d.params = std::atoll(line.c_str() + at + 11);
-    }
-  }
-  if (d.ranks.ranks.empty() || d.dModel <= 0)
-    return invalidArgument(spec + ": no molt.layer" + (layer.empty() ? "" : " " + layer) +
-                           " with a rank schedule");
-  return d;
-}
-
-/// The spec text with the layer's schedule attribute replaced.
-StatusOr<std::string> withSchedule(const std::string &spec, const std::string &layer,
-                                   const RankSet &r) {
-  size_t at = spec.find("molt.layer " + layer);
-  size_t open = at == std::string::npos ? at : spec.find("#molt.schedule<", at);
-  if (open == std::string::npos)
-    return invalidArgument("cannot find the schedule of " + layer + " in the spec text");
-  size_t close = spec.find('>', open);
-  return spec.substr(0, open) + r.scheduleAttr() + spec.substr(close + 1);
-}
-
-/// The λ the spec's layer trains with (its penalty's `lambda = ...`).
-double specLambda(const std::string &spec, const std::string &layer) {
-  size_t at = spec.find("molt.layer " + layer);
-  size_t end = at == std::string::npos ? at : spec.find("\n  }", at);
-  size_t l = at == std::string::npos ? at : spec.find("lambda = ", at);
-  return l == std::string::npos || (end != std::string::npos && l > end)
-             ? 0.0
-             : std::atof(spec.c_str() + l + 9);
+compiler::RankSchedule scheduleOf(const std::string &layer, const RankSet &r) {
+  return {layer, r.ranks, r.counts};
 }
 
 struct RunResult {
   double l0 = 0, nmse = 0;
 };
 
+constexpr int64_t kEvalBatch = 1024; // molt-eval's default: rows per evaluation batch
+
 } // namespace
+#endif
 
 Status searchSchedule(const ScheduleSearchOptions &o) {
+#ifndef MOLT_HAVE_COMPILE_SPEC
+  (void)o;
+  return unavailable("schedule needs the compiler: this build has MOLT_BUILD_COMPILER=OFF");
+#else
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
-  auto specText = readFile(o.spec);
-  if (!specText)
-    return specText.status();
-  auto ref = describe(o.toolDir, o.spec, o.layer);
-  if (!ref)
-    return ref.status();
-  const std::string layer = ref->ranks.name;
-  const double lambda = specLambda(*specText, layer);
+  auto spec = compiler::readSpec(o.spec);
+  if (!spec)
+    return spec.status();
+  // The compiler's counts (dialect/MoltCounts.h) are the only ones: read, never recomputed.
+  auto facts = compiler::describeSpec(*spec);
+  if (!facts)
+    return facts.status();
+  const compiler::LayerFacts *described = facts->findLayer(o.layer);
+  if (!described)
+    return invalidArgument(o.spec + ": no molt.layer" + (o.layer.empty() ? "" : " " + o.layer));
+  const RankSet reference = rankSetOf(*described);
+  const std::string layer = reference.name;
+  const double lambda = described->lambda;
   if (lambda <= 0)
     return invalidArgument(o.spec + ": " + layer + " has no positive penalty lambda to match L0 with");
   const std::string work = o.work.empty() ? o.out + ".runs" : o.work;
@@ -262,28 +199,44 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
       return invalidArgument(resultsPath + " is not a results file (delete it to start over)");
   }
 
-  std::vector<RankSet> cands = rankCandidates(ref->ranks, ref->dModel);
+  std::vector<RankSet> cands = rankCandidates(reference, described->dModel);
   std::map<std::string, int64_t> params;
   for (const RankSet &c : cands) {
-    auto text = withSchedule(*specText, layer, c);
+    // Each candidate's spec is kept beside its runs, to read or to train again by hand.
+    auto text = compiler::rescheduleSpec(*spec, scheduleOf(layer, c));
     if (!text)
-      return text.status();
-    const std::string path = work + "/" + c.name + ".mlir";
-    MOLT_RETURN_IF_ERROR(writeFileAtomic(path, *text));
-    auto d = describe(o.toolDir, path, layer);
+      return text.status().withContext(c.name);
+    MOLT_RETURN_IF_ERROR(writeFileAtomic(work + "/" + c.name + ".mlir", *text));
+    auto d = compiler::describeSpec(*spec, scheduleOf(layer, c));
     if (!d)
       return d.status().withContext(c.name);
-    params[c.name] = d->params;
+    params[c.name] = d->findLayer(layer)->params;
   }
   if (!o.quiet)
     std::printf("%zu candidates at %lld feature-equivalents (reference %lld parameters), "
                 "lambda %g (x or / %g to match the reference's L0)\n",
-                cands.size(), (long long)ref->ranks.featureEquivalents(),
-                (long long)ref->params, lambda, o.lambdaFactor);
+                cands.size(), (long long)reference.featureEquivalents(),
+                (long long)described->params, lambda, o.lambdaFactor);
   if (!o.quiet && !results.empty())
     std::printf("resuming: %zu finished runs in %s are reused\n", results.size(),
                 resultsPath.c_str());
   std::fflush(stdout);
+
+  // Each candidate is compiled once per search, into WORK/NAME.bundle, when it first trains.
+  std::set<std::string> compiled;
+  auto bundleFor = [&](const RankSet &c) -> StatusOr<std::string> {
+    const std::string bundle = work + "/" + c.name + ".bundle";
+    if (compiled.count(c.name))
+      return bundle;
+    std::error_code ec;
+    fs::remove_all(bundle, ec); // one an earlier search left: remade from this spec
+    compiler::CompileOptions copts;
+    copts.symbol = layer;
+    copts.schedule = scheduleOf(layer, c);
+    MOLT_RETURN_IF_ERROR(compiler::compileSpec(*spec, bundle, copts));
+    compiled.insert(c.name);
+    return bundle;
+  };
 
   // One short run: cached in results.json (written atomically after each), so a rerun resumes.
   // Seed 0 keeps the key and folder names it had before --seeds existed.
@@ -302,19 +255,25 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
     const std::string run = work + "/" + c.name + "-" + std::to_string(steps) + suffix;
     std::error_code ec;
     fs::remove_all(run, ec); // a run an interruption cut short
-    auto t = runTool({o.toolDir + "/molt-train", work + "/" + c.name + ".mlir", "--layer", layer,
-                      "--data", o.data, "--out", run, "--steps", std::to_string(steps), "--batch",
-                      std::to_string(o.batch), "--lambda", std::to_string(lam), "--seed",
-                      std::to_string(seed), "--quiet", "--checkpoint-every", std::to_string(steps)});
-    if (!t)
-      return t.status();
-    auto e = runTool({o.toolDir + "/molt-eval", run, "--data", o.val, "--json"});
+    auto bundle = bundleFor(c);
+    if (!bundle)
+      return bundle.status();
+    TrainOptions t;
+    t.bundle = *bundle;
+    t.spec = work + "/" + c.name + ".mlir";
+    t.data = o.data;
+    t.out = run;
+    t.steps = steps;
+    t.batch = o.batch;
+    t.lambda = lam;
+    t.seed = uint64_t(seed);
+    t.quiet = true;
+    t.checkpointEvery = steps;
+    MOLT_RETURN_IF_ERROR(runTraining(t).withContext("training " + run));
+    auto e = evaluateRun(run, o.val, kEvalBatch, t.device);
     if (!e)
-      return e.status();
-    auto j = nlohmann::json::parse(e->substr(e->find('{')), nullptr, false);
-    if (!j.is_object() || !j.contains("nmse") || !j.contains("l0"))
-      return internalError("molt-eval printed no nmse/l0 for " + run);
-    RunResult r{j["l0"].get<double>(), j["nmse"].get<double>()};
+      return e.status().withContext("evaluating " + run);
+    RunResult r{e->l0, e->nmse};
     results[key] = {{"l0", r.l0}, {"nmse", r.nmse}};
     MOLT_RETURN_IF_ERROR(writeFileAtomic(resultsPath, results.dump(1)));
     if (!o.quiet) {
@@ -456,7 +415,7 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
                                       [](const Row &x, const Row &y) { return x.score < y.score; });
   const RankSet &winner = *std::find_if(cands.begin(), cands.end(),
                                         [&](const RankSet &x) { return x.name == best.name; });
-  auto text = withSchedule(*specText, layer, winner);
+  auto text = compiler::rescheduleSpec(*spec, scheduleOf(layer, winner));
   if (!text)
     return text.status();
   MOLT_RETURN_IF_ERROR(writeFileAtomic(o.out, *text));
@@ -476,6 +435,7 @@ Status searchSchedule(const ScheduleSearchOptions &o) {
                   (long long)params[r->name], r->score);
   std::printf("wrote %s and %s\n", o.out.c_str(), csvPath.c_str());
   return Status::ok();
+#endif
 }
 
 } // namespace molt::tune

@@ -31,7 +31,6 @@ double nmseAtL0(double l0a, double nmseA, double l0b, double nmseB, double l0);
 struct ScheduleSearchOptions {
   std::string spec, data, val, out, work; // work: run folders and results.json ("" = OUT.runs)
   std::string layer;                      // "" = the spec's first molt.layer
-  std::string toolDir;                    // where molt-train, molt-eval and molt-opt live
   double timeLimit = 0;                   // seconds; 0 = none
   int64_t steps = 300;                    // first round's steps (doubled each round)
   int64_t batch = 512;
@@ -40,6 +39,8 @@ struct ScheduleSearchOptions {
   bool quiet = false;
 };
 
+/// Runs the search in-process (the compiler facade, runTraining, evaluateRun); Unavailable in a
+/// build without the compiler.
 Status searchSchedule(const ScheduleSearchOptions &options);
 
 } // namespace molt::tune

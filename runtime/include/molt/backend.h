@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,6 +58,18 @@ public:
   /// keeps `external` alive while bound. Unavailable where the backend cannot alias.
   virtual Status bind(const std::string &name, void *external) {
     return (void)external, unavailable("binding '" + name + "' to caller memory is not supported");
+  }
+
+  // Measuring and tuning (molt-tune kernels, the benchmarks).
+  /// When on, run() synchronizes after each launch and adds its wall time to profile().
+  virtual void setProfiling(bool on) = 0;
+  /// Seconds per kernel name, accumulated over the runs made while profiling.
+  virtual std::map<std::string, double> profile() const = 0;
+  /// OpenMP threads for one kernel's launches (0: the default; the CPU executor starts from
+  /// the tuning database). Unavailable where the backend has no such knob (CUDA compiles its
+  /// launch into the kernel instead).
+  virtual Status setKernelThreads(const std::string &kernel, int threads) {
+    return (void)threads, unavailable("kernel '" + kernel + "': this backend has no thread setting");
   }
 };
 

@@ -28,16 +28,18 @@ StatusOr<std::unique_ptr<CpuExecutor<S>>> CpuExecutor<S>::create(const Plan &pla
       const std::string device = tuningDeviceKey("cpu", hostArch(), cpuDeviceName());
       for (const KernelDesc &k : plan.kernels)
         if (const TuningEntry *t = findTuning(*db, device, k))
-          exec->setKernelThreads(k.name, t->threads);
+          (void)exec->setKernelThreads(k.name, t->threads);
     }
   return exec;
 }
 
-template <typename S> void CpuExecutor<S>::setKernelThreads(const std::string &kernel, int threads) {
+template <typename S>
+Status CpuExecutor<S>::setKernelThreads(const std::string &kernel, int threads) {
   if (threads > 0)
     threads_[kernel] = threads;
   else
     threads_.erase(kernel);
+  return Status::ok();
 }
 
 template <typename S> S *CpuExecutor<S>::data(const std::string &name) {

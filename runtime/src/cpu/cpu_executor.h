@@ -25,9 +25,9 @@ public:
   /// Zero-copy access (Executor::storage / bind); only CpuExecutor<float> may alias f32 tensors.
   void *storage(const std::string &name) override { return info(name) ? raw(name) : nullptr; }
   Status bind(const std::string &name, void *external) override;
-  /// OpenMP threads for one kernel's launches (0: the default). create() sets these from the
-  /// tuning database (molt/tuning.h); molt-tune sets candidates while it times them.
-  void setKernelThreads(const std::string &kernel, int threads);
+  /// create() sets these from the tuning database (molt/tuning.h); molt-tune sets candidates
+  /// while it times them.
+  Status setKernelThreads(const std::string &kernel, int threads) override;
 
 protected:
   using ExecutorBase::ExecutorBase;

@@ -1,9 +1,9 @@
-// Pre-parse checks of molt-opt's input: blank files and runaway bracket nesting.
-#include "InputCheck.h"
+// Pre-parse checks of spec text: blank files and runaway bracket nesting (InputCheck.h).
+#include "passes/InputCheck.h"
 
 namespace molt {
 
-std::optional<std::string> checkSpecText(llvm::StringRef text) {
+std::optional<SpecTextProblem> checkSpecText(llvm::StringRef text) {
   int line = 1, col = 1, depth = 0;
   bool blank = true;
   for (size_t i = 0; i < text.size(); ++i, ++col) {
@@ -32,13 +32,13 @@ std::optional<std::string> checkSpecText(llvm::StringRef text) {
     bool open = c == '[' || c == '{' || c == '(' || c == '<';
     bool close = c == ']' || c == '}' || c == ')' || (c == '>' && !(i > 0 && text[i - 1] == '-'));
     if (open && ++depth > kMaxNesting)
-      return std::to_string(line) + ":" + std::to_string(col) +
-             ": error: brackets nested more than " + std::to_string(kMaxNesting) + " deep";
+      return SpecTextProblem{line, col,
+                             "brackets nested more than " + std::to_string(kMaxNesting) + " deep"};
     if (close && depth > 0)
       --depth;
   }
   if (blank)
-    return std::string("1:1: error: empty input: expected a module of molt spec ops");
+    return SpecTextProblem{1, 1, "empty input: expected a module of molt spec ops"};
   return std::nullopt;
 }
 
