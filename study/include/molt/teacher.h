@@ -1,4 +1,4 @@
-// The teacher MLP (DESIGN.md §3): y = w_out·act(w_in·x + b_in) + b_out, loaded from safetensors.
+// The teacher MLP (docs/architecture.md §3): y = w_out·act(w_in·x + b_in) + b_out, loaded from safetensors.
 //
 // Everything is float64 on the host: the teacher is the reference that Jacobian faithfulness
 // and the harvest check are measured against, so it must not add float32 noise of its own.
