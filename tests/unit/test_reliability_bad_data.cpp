@@ -13,18 +13,14 @@
 #include "molt/data.h"
 #include "molt/run.h"
 #include "molt/safetensors.h"
+#include "tiny_run.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 constexpr int64_t kD = 8; // the tiny-molt fixture's d_model
 
-std::string freshDir(const std::string &name) {
-  std::string dir = testing::TempDir() + "/molt_bad_data/" + name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+std::string freshDir(const std::string &name) { return freshTestDir("molt_bad_data", name); }
 
 // n rows of a fixed linear map y = W x with seeded Gaussian x (scale `scale`), then `edit`
 // applied to the two arrays: each test breaks the data its own way.
@@ -51,17 +47,7 @@ void writeData(const std::string &path, int64_t n, float scale) {
 }
 
 molt::TrainOptions options(const std::string &data, const std::string &out) {
-  molt::TrainOptions o;
-  o.bundle = std::string(MOLT_SOURCE_DIR) + "/tests/fixtures/tiny-molt";
-  o.data = data;
-  o.out = out;
-  o.steps = 30;
-  o.batch = 16;
-  o.seed = 3;
-  o.quiet = true;
-  o.checkpointEvery = 10;
-  o.logEvery = 10;
-  return o;
+  return tinyRunOptions(data, out);
 }
 
 // Every float of RUN/weights.safetensors is finite (and there is at least one).
