@@ -21,9 +21,9 @@ uint64_t mix(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-bool finiteRow(const float *v, int64_t d) {
+bool finiteRow(const float *v, int64_t d, float scale = 1.0f) {
   for (int64_t j = 0; j < d; ++j)
-    if (!std::isfinite(v[j]))
+    if (!std::isfinite(v[j] * scale))
       return false;
   return true;
 }
@@ -177,11 +177,13 @@ Status BatchStream::fill() {
       float *xs = &wx_[size_t(n * d)], *ys = &wy_[size_t(n * d)];
       MOLT_RETURN_IF_ERROR(data_.checkUnchanged(size_t(shard)));
       data_.readRows(size_t(shard), row, take, xs, ys);
-      // Compact away rows with a NaN or Inf, in place.
+      // Compact away rows with a NaN or Inf, in place — also rows that overflow once
+      // normalised (a huge row outside the normalisation prefix): the stream serves finite
+      // rows only, which the trainer vouches for to the executor.
       int64_t kept = 0;
       for (int64_t i = 0; i < take; ++i) {
         const float *xi = xs + i * d, *yi = ys + i * d;
-        if (!finiteRow(xi, d) || !finiteRow(yi, d)) {
+        if (!finiteRow(xi, d, norm_.x_scale) || !finiteRow(yi, d, norm_.y_scale)) {
           ++skipped_;
           continue;
         }

@@ -241,3 +241,28 @@ TEST(ReliabilityBadData, WrongDtypesAreRejectedByName) {
 }
 
 } // namespace
+
+namespace {
+
+// A row that is finite on disk but overflows once normalised (it lies outside the prefix the
+// scale came from) is dropped and counted like a NaN row: the stream serves finite rows only.
+TEST(ReliabilityBadData, RowsThatOverflowWhenNormalisedAreSkipped) {
+  std::string dir = freshDir("overflow");
+  writeData(dir + "/data.safetensors", 64, 1e-6f, [](std::vector<float> &x, std::vector<float> &) {
+    x[size_t(10 * kD + 3)] = 1e12f; // x 1e30 below: Inf
+  });
+  auto data = molt::ShardSet::open(dir + "/data.safetensors", kD);
+  ASSERT_TRUE(data.isOk());
+  molt::Normalization norm;
+  norm.x_scale = 1e30f;
+  molt::BatchStream s(**data, 1, 64, false, false, norm);
+  std::vector<float> x(64 * kD), y(64 * kD);
+  auto got = s.next(64, x.data(), y.data());
+  ASSERT_TRUE(got.isOk());
+  EXPECT_EQ(*got, 63);
+  EXPECT_EQ(s.skippedRows(), 1);
+  for (int64_t i = 0; i < *got * kD; ++i)
+    ASSERT_TRUE(std::isfinite(x[size_t(i)]) && std::isfinite(y[size_t(i)])) << i;
+}
+
+} // namespace

@@ -54,7 +54,7 @@ struct Normalization {
 Normalization computeNormalization(const ShardSet &data, int64_t maxRows = 65536);
 
 /// Batches from a ShardSet through a shuffle window of `windowRows` rows. Rows with a NaN or
-/// Inf are skipped and counted. With `wrap`, the stream restarts at the first shard (a new
+/// Inf (before or after normalisation) are skipped and counted. With `wrap`, the stream restarts at the first shard (a new
 /// epoch, a new permutation); without it, next() returns fewer rows at the end.
 class BatchStream {
 public:
