@@ -19,8 +19,9 @@ public:
   ExecutorBase(Plan plan, int64_t batch);
 
   /// Sizes every param (and its d_/m_/v_), every buffer (B = batch, P = B×T, Pk = B×N_k),
-  /// checks each invocation against ops.h (every argument bound once, to a tensor of the right
-  /// dtype and shape for the kernel's attrs), then allocates. Call once, from the factory.
+  /// checks each invocation against the op table, molt/ops.def (every argument bound once, to a
+  /// tensor of the dtype and shape its row gives for the kernel's attrs), then allocates. Call
+  /// once, from the factory.
   Status initialize();
 
   const Plan &plan() const override { return plan_; }
@@ -30,12 +31,13 @@ public:
   Status write(const std::string &name, const void *host, size_t bytes) override;
   Status read(const std::string &name, void *host, size_t bytes) override;
   Status zero(const std::string &name) override;
-  /// Zeroes `stats`, `yhat` (when the entry point accumulates into it) and, for train_step,
-  /// every d_p; then launches each invocation in order. A row of x or y holding NaN or Inf
-  /// (docs/reliability.md, "Non-finite input"): an entry that updates params (adam) is not run
-  /// and reports itself skipped (stats[5] = 1, stats[0] = NaN); any other entry runs, and then
-  /// that row of each row output (yhat, y_dot), the loss stats[0] and every d_p it wrote are NaN.
-  /// The check reads x and y back (a host copy on the CPU; a device-to-host copy on CUDA).
+  /// Zeroes every tensor an invocation binds to an accumulating (Acc) argument of its op, such
+  /// as `stats` and `yhat`, and, for train_step, every d_p; then launches each invocation.
+  /// A row of x or y holding NaN or Inf (docs/reliability.md, "Non-finite input"): an entry
+  /// that updates params (adam) is not run and reports itself skipped (stats[5] = 1, stats[0] =
+  /// NaN); any other entry runs, and then that row of each row output (yhat, y_dot), the loss
+  /// stats[0] and every d_p it wrote are NaN. The check reads x and y back (a host copy on the
+  /// CPU; a device-to-host copy on CUDA) unless vouchFiniteInputs(true).
   Status run(const std::string &entryPoint) override;
   Status synchronize() override { return Status::ok(); }
   void vouchFiniteInputs(bool on) override { vouchedFinite_ = on; }
