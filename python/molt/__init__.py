@@ -10,27 +10,69 @@ backward) are bound as the executor's own storage for the duration of the call, 
 views of executor memory (DLPack). A result is overwritten by the next call on the same layer:
 copy it to keep it. See docs/embedding.md.
 """
+import atexit
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import weakref
 from contextlib import contextmanager
 
 import numpy as np
 
 from . import _molt
 
-__all__ = ["Layer", "MoltError", "load_tensors", "save_tensors", "HAS_COMPILER"]
+__all__ = ["Layer", "MoltError", "InvalidArgument", "NotFound", "DataLoss", "Unavailable",
+           "InternalError", "IoError", "Cancelled", "load_tensors", "save_tensors",
+           "request_stop", "stop_requested", "clear_stop", "stop_on_signals", "HAS_COMPILER"]
 
 HAS_COMPILER = _molt.HAS_COMPILER
 HAS_CUDA_BACKEND = _molt.HAS_CUDA_BACKEND
 load_tensors = _molt.load_tensors
 
+# One exception class per molt::Status code, raised by the extension itself (python/src/
+# molt_ext.cpp, check()); all derive from MoltError (a RuntimeError). InvalidArgument is also a
+# ValueError and NotFound a LookupError.
+MoltError = _molt.MoltError
+InvalidArgument = _molt.InvalidArgument
+NotFound = _molt.NotFound
+DataLoss = _molt.DataLoss
+Unavailable = _molt.Unavailable
+InternalError = _molt.InternalError
+IoError = _molt.IoError
+Cancelled = _molt.Cancelled
 
-class MoltError(RuntimeError):
-    """A molt runtime or compiler failure (the message is the runtime's one-line cause)."""
+# The training loops' stop flag (study/include/molt/stop.h), shared with the C++ trainer: a
+# Python loop polls stop_requested() between steps, saves, and exits (docs/reliability.md).
+request_stop = _molt.request_stop
+stop_requested = _molt.stop_requested
+clear_stop = _molt.clear_stop
+
+
+@contextmanager
+def stop_on_signals():
+    """Within the block SIGTERM and SIGINT set the stop flag instead of killing the process (a
+    second one ends it at once, exit 128 + signal). Poll stop_requested() between steps, write a
+    checkpoint, then leave (molt-train exits 75 there)."""
+    _molt.install_stop_handlers()
+    try:
+        yield
+    finally:
+        _molt.restore_signal_handlers()
+
+
+# Every live Layer's native session is released at interpreter exit, even when something (an
+# autograd graph held in a global) still references the Layer: otherwise nanobind reports the
+# sessions as leaked instances.
+_live_layers = weakref.WeakSet()
+
+
+@atexit.register
+def _release_sessions():
+    for layer in list(_live_layers):
+        layer._release()
 
 
 def save_tensors(path, tensors, metadata=None):
@@ -115,17 +157,14 @@ def _compile(spec_text, cache_dir):
         bundle = os.path.join(work, "bundle")
         compiler = os.environ.get("MOLT_COMPILE") or shutil.which("molt-compile")
         if HAS_COMPILER:
-            try:
-                _molt.compile_spec(spec_path, bundle)
-            except RuntimeError as e:
-                raise MoltError(str(e)) from None
+            _molt.compile_spec(spec_path, bundle)
         elif compiler:
             r = subprocess.run([compiler, spec_path, "-o", bundle], capture_output=True, text=True)
             if r.returncode != 0:
-                raise MoltError(r.stderr.strip() or f"{compiler} failed")
+                raise InvalidArgument(r.stderr.strip() or f"{compiler} failed")
         else:
-            raise MoltError("this molt was built without the compiler and no molt-compile is on "
-                            "PATH (set MOLT_COMPILE); pass a bundle directory instead")
+            raise Unavailable("this molt was built without the compiler and no molt-compile is "
+                              "on PATH (set MOLT_COMPILE); pass a bundle directory instead")
         try:
             os.replace(bundle, out)  # atomic: a concurrent compile of the same text loses cleanly
         except OSError:
@@ -140,14 +179,14 @@ def _resolve_bundle(spec, cache_dir):
     spec = os.fspath(spec)
     if os.path.isdir(spec):
         if not os.path.isfile(os.path.join(spec, "manifest.json")):
-            raise MoltError(f"{spec}: not a bundle (no manifest.json)")
+            raise NotFound(f"{spec}: not a bundle (no manifest.json)")
         return spec
     if os.path.isfile(spec):
         with open(spec) as f:
             return _compile(f.read(), cache_dir)
     if "molt." in spec and "{" in spec:  # spec text
         return _compile(spec, cache_dir)
-    raise MoltError(f"{spec}: no such spec file or bundle directory")
+    raise NotFound(f"{spec}: no such spec file or bundle directory")
 
 
 # ---- the layer ------------------------------------------------------------------------------
@@ -163,10 +202,8 @@ class Layer:
     def __init__(self, spec, batch=256, device="cpu", seed=0, cache_dir=None, lr=1e-3,
                  steps=1000, **schedule):
         self.bundle = _resolve_bundle(spec, cache_dir)
-        try:
-            self._s = _molt.Session(self.bundle, int(batch), device)
-        except RuntimeError as e:
-            raise MoltError(str(e)) from None
+        self._s = _molt.Session(self.bundle, int(batch), device)
+        _live_layers.add(self)
         self.device = device
         manifest = json.loads(self._s.manifest)
         self.model = manifest["model"]
@@ -231,11 +268,13 @@ class Layer:
                 self._s.unbind(name)
 
     def _run(self, entry):
-        try:
-            self._s.run(entry)
-            self._s.synchronize()
-        except RuntimeError as e:
-            raise MoltError(str(e)) from None
+        self._s.run(entry)
+        self._s.synchronize()
+
+    def _release(self):
+        """Frees the native session (at interpreter exit); the layer is unusable afterwards."""
+        self._s = None
+        self.schedule = None
 
     def _prepare(self, x, what="x"):
         x = _device_f32(x, self.device)
@@ -271,7 +310,7 @@ class Layer:
         Param gradients are views of the executor's d_<p> (overwritten by the next call).
         `params` (name -> array) are used instead of the layer's own, bound without a copy."""
         if not self._s.has_entry(_molt.BACKWARD_ENTRY):
-            raise MoltError("this bundle has no train_step, so no backward")
+            raise InvalidArgument("this bundle has no train_step, so no backward")
         like = x
         x, n = self._prepare(x)
         d_yhat = _device_f32(d_yhat, self.device)
@@ -350,23 +389,21 @@ class Layer:
         """Params from a dict (NumPy arrays / torch tensors) or a safetensors file (a state dict
         saved by save(), a molt-train checkpoint or weights file). m_<p>/v_<p> are loaded too."""
         if isinstance(state, (str, os.PathLike)):
-            try:
-                state = _molt.load_tensors(os.fspath(state))
-            except RuntimeError as e:
-                raise MoltError(str(e)) from None
+            state = _molt.load_tensors(os.fspath(state))
         missing = [p for p in self.param_names if p not in state]
         if strict and missing:
-            raise MoltError(f"state has no {', '.join(missing)}")
+            raise InvalidArgument(f"state has no {', '.join(missing)}")
         known = set(self._s.names())
         for name, value in state.items():
             if name not in known or name.startswith("d_"):
                 if strict and name not in known:
-                    raise MoltError(f"state has unknown tensor {name!r}")
+                    raise InvalidArgument(f"state has unknown tensor {name!r}")
                 continue
             a = _host_f32(value)
             want = tuple(self._s.shape(name))
             if tuple(a.shape) != want:
-                raise MoltError(f"{name}: shape {list(a.shape)}, the layer has {list(want)}")
+                raise InvalidArgument(f"{name}: shape {list(a.shape)}, the layer has "
+                                      f"{list(want)}")
             self._s.write(name, a)
 
     def save(self, path, optimizer=False):

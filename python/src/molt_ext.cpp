@@ -12,8 +12,11 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -21,6 +24,7 @@
 #include "molt/jacobian.h"
 #include "molt/plan.h"
 #include "molt/safetensors.h"
+#include "molt/stop.h"
 #include "molt/trainer.h"
 #ifdef MOLT_PY_WITH_COMPILER
 #include "CompileSpec.h"
@@ -39,10 +43,17 @@ constexpr const char *kBackwardEntry = "molt_backward";
 const std::set<std::string> kOutputGradOps = {"bucket_apply_bwd", "gate_bwd",      "bias_grad",
                                               "tc_decode_bwd",    "tc_encode_bwd", "skip_bwd"};
 
-// The boundary where molt::Status becomes a Python exception (the runtime never throws).
+// The boundary where molt::Status becomes a Python exception (the runtime never throws): a
+// StatusError carries the code across nanobind, and the translator registered in NB_MODULE
+// raises the Python class for that code (molt.InvalidArgument, molt.NotFound, ..., all
+// subclasses of molt.MoltError). One place: every binding reports errors through check().
+struct StatusError {
+  Code code;
+  std::string message;
+};
 void check(const Status &s) {
   if (!s.isOk())
-    throw std::runtime_error(s.message());
+    throw StatusError{s.code(), s.message()};
 }
 template <typename T> T take(StatusOr<T> r) {
   check(r.status());
@@ -98,10 +109,16 @@ void inputGradient(const ReplacementLayer &L, const float *x, const float *dy, f
     std::vector<ActiveUnit> active;
 #pragma omp for schedule(dynamic, 16)
     for (int64_t row = 0; row < n; ++row) {
+      bool finite = true;
       for (int64_t j = 0; j < d; ++j) {
         xr[j] = x[row * d + j];
         g[j] = dy[row * d + j];
         acc[j] = 0;
+        finite = finite && std::isfinite(xr[j]) && std::isfinite(g[j]);
+      }
+      if (!finite) { // a NaN row would list no active unit and give a finite dx
+        std::fill(dx + row * d, dx + (row + 1) * d, std::numeric_limits<float>::quiet_NaN());
+        continue;
       }
       activeUnits(L, xr.data(), active);
       for (const ActiveUnit &a : active) {
@@ -194,7 +211,8 @@ public:
     const BufferInfo &t = info(name);
     void *p = exec_->storage(name);
     if (!p)
-      throw std::runtime_error("the " + device_ + " backend does not expose tensor storage");
+      throw StatusError{Code::Unavailable,
+                        "the " + device_ + " backend does not expose tensor storage"};
     std::vector<size_t> shape(t.shape.begin(), t.shape.end());
     nb::dlpack::dtype dt = t.dtype == DType::F32 ? nb::dtype<float>() : nb::dtype<int32_t>();
     if (device_ == "cpu")
@@ -309,9 +327,16 @@ public:
       nb::gil_scoped_release release;
       std::vector<double> row(static_cast<size_t>(d));
       for (int64_t i = 0; i < n; ++i) {
-        for (int64_t j = 0; j < d; ++j)
+        bool finite = true;
+        for (int64_t j = 0; j < d; ++j) {
           row[size_t(j)] = x.data()[i * d + j];
-        replacementJacobian(L, row.data(), buf->data() + i * d * d);
+          finite = finite && std::isfinite(row[size_t(j)]);
+        }
+        double *J = buf->data() + i * d * d;
+        if (finite)
+          replacementJacobian(L, row.data(), J);
+        else // the rule for non-finite input rows (docs/reliability.md)
+          std::fill(J, J + d * d, std::numeric_limits<double>::quiet_NaN());
       }
     }
     return nb::ndarray<nb::numpy, double>(buf->data(), {size_t(n), size_t(d), size_t(d)}, owner);
@@ -362,9 +387,67 @@ void saveTensors(const std::string &path,
 } // namespace
 } // namespace molt
 
+namespace molt {
+namespace {
+
+// The Python exception class for each Status code, created once at import (molt/__init__.py
+// re-exports them). Extra bases keep `except ValueError` / `except LookupError` working.
+struct ErrorClass {
+  Code code;
+  const char *name;
+  PyObject *extraBase;
+  const char *doc;
+};
+PyObject *gErrorClass[16] = {};
+
+// SIGTERM / SIGINT -> requestStop() while installed (the C++ handlers, so a second signal ends
+// the process even while Python is inside a long call).
+std::optional<StopOnSignals> &stopHandlers() {
+  static std::optional<StopOnSignals> handlers;
+  return handlers;
+}
+
+void registerErrors(nb::module_ &m) {
+  PyObject *base = PyErr_NewExceptionWithDoc(
+      "molt.MoltError", "A molt runtime or compiler failure: the message is its one-line cause.",
+      PyExc_RuntimeError, nullptr);
+  m.attr("MoltError") = nb::handle(base);
+  const ErrorClass classes[] = {
+      {Code::InvalidArgument, "InvalidArgument", PyExc_ValueError, "Bad input: a file, a flag, a shape."},
+      {Code::NotFound, "NotFound", PyExc_LookupError, "A missing file or name."},
+      {Code::DataLoss, "DataLoss", nullptr, "Truncated or corrupt data."},
+      {Code::Unavailable, "Unavailable", nullptr, "A backend this machine lacks (no GPU, no NVRTC)."},
+      {Code::Internal, "InternalError", nullptr, "A bug in molt."},
+      {Code::Io, "IoError", nullptr, "The OS refused a read or write."},
+      {Code::Cancelled, "Cancelled", nullptr, "Stopped on request (molt.request_stop, a signal)."},
+  };
+  for (const ErrorClass &c : classes) {
+    PyObject *bases = c.extraBase ? PyTuple_Pack(2, base, c.extraBase) : PyTuple_Pack(1, base);
+    PyObject *cls = PyErr_NewExceptionWithDoc((std::string("molt.") + c.name).c_str(), c.doc,
+                                              bases, nullptr);
+    Py_DECREF(bases);
+    gErrorClass[int(c.code)] = cls;
+    m.attr(c.name) = nb::handle(cls);
+  }
+  gErrorClass[0] = base;
+  nb::register_exception_translator([](const std::exception_ptr &p, void *) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const StatusError &e) {
+      PyObject *cls = size_t(e.code) < 16 && gErrorClass[int(e.code)] ? gErrorClass[int(e.code)]
+                                                                      : gErrorClass[0];
+      PyErr_SetString(cls, e.message.c_str());
+    }
+  });
+}
+
+} // namespace
+} // namespace molt
+
 NB_MODULE(_molt, m) {
   using namespace molt;
   m.doc() = "molt runtime bindings (use the `molt` package, not this module directly)";
+  registerErrors(m);
 
   nb::class_<Schedule>(m, "Schedule")
       .def(nb::init<>())
@@ -408,6 +491,12 @@ NB_MODULE(_molt, m) {
       .def("input_grad", &Session::inputGrad)
       .def("jacobian", &Session::jacobian);
 
+  // The training loops' stop flag (molt/stop.h), for `python -m molt.train` and user loops.
+  m.def("request_stop", &requestStop);
+  m.def("stop_requested", &stopRequested);
+  m.def("clear_stop", &clearStopRequest);
+  m.def("install_stop_handlers", [] { stopHandlers().emplace(); });
+  m.def("restore_signal_handlers", [] { stopHandlers().reset(); });
   m.def("load_tensors", &loadTensors, "path"_a);
   m.def("save_tensors", &saveTensors, "path"_a, "tensors"_a, "metadata"_a = std::map<std::string, std::string>{});
   m.attr("BACKWARD_ENTRY") = kBackwardEntry;

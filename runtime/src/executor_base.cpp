@@ -2,7 +2,11 @@
 #include "executor_base.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cstdio>
+#include <cmath>
+#include <limits>
 #include <set>
 #include <type_traits>
 
@@ -32,6 +36,29 @@ Status ExecutorBase::addTensor(BufferInfo info) {
   index_[info.name] = tensors_.size();
   tensors_.push_back(std::move(info));
   return Status::ok();
+}
+
+// A failed allocation names the tensor, its size and the batch; out of memory (the device's,
+// or the host's) also says what to change: most buffers grow with the batch.
+Status ExecutorBase::allocationFailure(const BufferInfo &t, const Status &cause) const {
+  char size[64];
+  std::snprintf(size, sizeof size, "%.1f MiB", double(t.bytes()) / (1024.0 * 1024.0));
+  std::string msg = "allocating '" + t.name + "' " + shapeText(t.shape) + " (" + size + ") at batch " +
+                    std::to_string(batch_) + ": " + cause.message();
+  std::string lower = cause.message();
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (lower.find("out of memory") != std::string::npos ||
+      lower.find("cannot allocate memory") != std::string::npos) {
+    double total = 0;
+    for (const BufferInfo &b : tensors_)
+      total += double(b.bytes());
+    char all[64];
+    std::snprintf(all, sizeof all, "%.1f MiB", total / (1024.0 * 1024.0));
+    msg += "; this plan needs " + std::string(all) + " at batch " + std::to_string(batch_) +
+           ", mostly batch-sized: try a smaller batch (e.g. --batch " +
+           std::to_string(std::max<int64_t>(1, batch_ / 2)) + ")";
+  }
+  return Status(cause.code(), msg);
 }
 
 Status ExecutorBase::initialize() {
@@ -67,8 +94,11 @@ Status ExecutorBase::initialize() {
   for (const auto &[entry, invocations] : plan_.entry_points)
     for (const Invocation &inv : invocations)
       MOLT_RETURN_IF_ERROR(checkInvocation(entry, inv));
-  for (const BufferInfo &info : tensors_)
-    MOLT_RETURN_IF_ERROR(allocate(info).withContext("allocating '" + info.name + "'"));
+  for (const BufferInfo &info : tensors_) {
+    Status st = allocate(info);
+    if (!st)
+      return allocationFailure(info, st);
+  }
   return Status::ok();
 }
 
@@ -303,6 +333,15 @@ Status ExecutorBase::run(const std::string &entryPoint) {
   if (entryPoint == "train_step")
     for (const ParamDesc &p : plan_.params)
       MOLT_RETURN_IF_ERROR(clear("d_" + p.name));
+  // Non-finite input rows: never a finite answer for them (docs/reliability.md).
+  std::vector<char> badRows;
+  MOLT_RETURN_IF_ERROR(findNonFiniteRows(it->second, badRows));
+  const bool anyBad = std::find(badRows.begin(), badRows.end(), 1) != badRows.end();
+  const bool updates = std::any_of(it->second.begin(), it->second.end(), [&](const Invocation &inv) {
+    return plan_.findKernel(inv.kernel)->op == "adam";
+  });
+  if (anyBad && updates)
+    return markStepSkipped(); // the params and the optimiser state stay as they were
   for (const Invocation &inv : it->second) {
     auto start = std::chrono::steady_clock::now();
     MOLT_RETURN_IF_ERROR(
@@ -312,6 +351,102 @@ Status ExecutorBase::run(const std::string &entryPoint) {
       profile_[inv.kernel] +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
+  }
+  return anyBad ? poisonOutputs(it->second, badRows) : Status::ok();
+}
+
+// Reads the f32 [B, d] tensor `name` into rowScratch_ and returns d; 0 when it is not one.
+StatusOr<int64_t> ExecutorBase::readRowTensor(const std::string &name) {
+  const BufferInfo *t = info(name);
+  if (!t || t->dtype != DType::F32 || t->shape.size() != 2 || t->shape[0] != batch_)
+    return int64_t(0);
+  rowScratch_.resize(size_t(t->numel()));
+  MOLT_RETURN_IF_ERROR(readBytes(*t, rowScratch_.data()));
+  return t->shape[1];
+}
+
+// The row inputs are the tensors bound as `x` (x, or x_dot in jvp) and `y`, each [B, d].
+Status ExecutorBase::findNonFiniteRows(const std::vector<Invocation> &invocations,
+                                       std::vector<char> &bad) {
+  bad.assign(size_t(batch_), 0);
+  if (vouchedFinite_)
+    return Status::ok();
+  std::set<std::string> inputs;
+  for (const Invocation &inv : invocations)
+    for (const auto &[arg, name] : inv.args)
+      if (arg == "x" || arg == "y")
+        inputs.insert(name);
+  for (const std::string &name : inputs) {
+    StatusOr<int64_t> width = readRowTensor(name);
+    if (!width)
+      return width.status();
+    const int64_t d = *width;
+    for (int64_t r = 0; d > 0 && r < batch_; ++r) {
+      const float *row = rowScratch_.data() + r * d;
+      bool finite = true;
+      for (int64_t j = 0; j < d; ++j)
+        finite &= std::isfinite(row[j]);
+      bad[size_t(r)] |= char(!finite);
+    }
+  }
+  return Status::ok();
+}
+
+// A step over a batch with a non-finite row is not run: stats says skipped (stats[5], as the
+// adam kernel's own refusal does) with a NaN loss, so every caller counts it as skipped.
+Status ExecutorBase::markStepSkipped() {
+  const BufferInfo *t = info("stats");
+  if (!t)
+    return Status::ok();
+  std::vector<float> stats(size_t(t->numel()), 0.0f);
+  if (stats.size() > 5) {
+    stats[0] = std::numeric_limits<float>::quiet_NaN();
+    stats[5] = 1.0f;
+  }
+  return writeBytes(*t, stats.data());
+}
+
+// After an entry ran on a batch with non-finite rows: those rows of every row output (`yhat`,
+// `y_dot`) become NaN (the kernels' gates compare false on NaN, which would leave exactly dec_b);
+// the loss in stats[0] and every param gradient the entry wrote become NaN too.
+Status ExecutorBase::poisonOutputs(const std::vector<Invocation> &invocations,
+                                   const std::vector<char> &bad) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::set<std::string> rows, whole;
+  // Row outputs: [B, D] arguments an op writes or accumulates into (yhat, y_dot, d_yhat);
+  // param gradients: role Grad (molt/ops.def).
+  for (const Invocation &inv : invocations) {
+    const OpSignature *sig = findOp(plan_.findKernel(inv.kernel)->op);
+    for (const OpArg &a : sig->arguments) {
+      const std::string &name = inv.args.at(a.name);
+      if (a.shape == ArgShape::BD && (a.role == ArgRole::Acc || a.role == ArgRole::Out))
+        rows.insert(name);
+      else if (a.role == ArgRole::Grad && plan_.findParam(name.substr(2)))
+        whole.insert(name);
+    }
+  }
+  for (const std::string &name : rows) {
+    StatusOr<int64_t> width = readRowTensor(name);
+    if (!width)
+      return width.status();
+    const int64_t d = *width;
+    if (d == 0)
+      continue;
+    for (int64_t r = 0; r < batch_; ++r)
+      if (bad[size_t(r)])
+        std::fill(rowScratch_.begin() + r * d, rowScratch_.begin() + (r + 1) * d, nan);
+    MOLT_RETURN_IF_ERROR(writeBytes(*info(name), rowScratch_.data()));
+  }
+  for (const std::string &name : whole) {
+    const BufferInfo *t = info(name);
+    rowScratch_.assign(size_t(t->numel()), nan);
+    MOLT_RETURN_IF_ERROR(writeBytes(*t, rowScratch_.data()));
+  }
+  if (const BufferInfo *t = info("stats")) {
+    rowScratch_.resize(size_t(t->numel()));
+    MOLT_RETURN_IF_ERROR(readBytes(*t, rowScratch_.data()));
+    rowScratch_[0] = nan;
+    MOLT_RETURN_IF_ERROR(writeBytes(*t, rowScratch_.data()));
   }
   return Status::ok();
 }

@@ -33,8 +33,14 @@ public:
   Status zero(const std::string &name) override;
   /// Zeroes every tensor an invocation binds to an accumulating (Acc) argument of its op, such
   /// as `stats` and `yhat`, and, for train_step, every d_p; then launches each invocation.
+  /// A row of x or y holding NaN or Inf (docs/reliability.md, "Non-finite input"): an entry
+  /// that updates params (adam) is not run and reports itself skipped (stats[5] = 1, stats[0] =
+  /// NaN); any other entry runs, and then that row of each row output (yhat, y_dot), the loss
+  /// stats[0] and every d_p it wrote are NaN. The check reads x and y back (a host copy on the
+  /// CPU; a device-to-host copy on CUDA) unless vouchFiniteInputs(true).
   Status run(const std::string &entryPoint) override;
   Status synchronize() override { return Status::ok(); }
+  void vouchFiniteInputs(bool on) override { vouchedFinite_ = on; }
 
   /// The param names a `params` argument lists, in order.
   static std::vector<std::string> splitParams(const std::string &list);
@@ -79,6 +85,12 @@ private:
   StatusOr<const BufferInfo *> copyTarget(const std::string &name, size_t bytes,
                                           const char *verb) const;
   Status checkInvocation(const std::string &entry, const Invocation &inv) const;
+  /// bad[r] = 1 when row r of a row input (bound as `x` or `y`) holds a NaN or Inf.
+  Status findNonFiniteRows(const std::vector<Invocation> &invocations, std::vector<char> &bad);
+  StatusOr<int64_t> readRowTensor(const std::string &name);
+  Status markStepSkipped();
+  Status allocationFailure(const BufferInfo &t, const Status &cause) const;
+  Status poisonOutputs(const std::vector<Invocation> &invocations, const std::vector<char> &bad);
 
   Plan plan_;
   int64_t batch_;
@@ -86,6 +98,8 @@ private:
   std::map<std::string, size_t> index_;
   bool profiling_ = false;
   std::map<std::string, double> profile_;
+  std::vector<float> rowScratch_; // host copy for the non-finite row check
+  bool vouchedFinite_ = false;    // vouchFiniteInputs(): skip that check
 };
 
 } // namespace molt

@@ -21,9 +21,9 @@ uint64_t mix(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-bool finiteRow(const float *v, int64_t d) {
+bool finiteRow(const float *v, int64_t d, float scale = 1.0f) {
   for (int64_t j = 0; j < d; ++j)
-    if (!std::isfinite(v[j]))
+    if (!std::isfinite(v[j] * scale))
       return false;
   return true;
 }
@@ -94,6 +94,22 @@ void ShardSet::readRows(size_t shard, int64_t row, int64_t count, float *x, floa
   toF32(*f.find("y"), row * d_, count * d_, y);
 }
 
+Status ShardSet::checkUnchanged(size_t shard) const {
+  const SafetensorsFile &f = *files_[shard];
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(f.path(), ec);
+  std::string why;
+  if (ec)
+    why = ec.message();
+  else if (size != f.fileSize())
+    why = "it is now " + std::to_string(size) + " bytes, was " + std::to_string(f.fileSize());
+  if (why.empty())
+    return Status::ok();
+  return ioError("data shard " + f.path() + " became unreadable during the run (" + why +
+                 "); the last checkpoint is kept: restore the shard and repeat the command with "
+                 "--resume");
+}
+
 Normalization computeNormalization(const ShardSet &data, int64_t maxRows) {
   int64_t d = data.d();
   std::vector<float> x(static_cast<size_t>(d)), y(static_cast<size_t>(d));
@@ -159,12 +175,15 @@ Status BatchStream::fill() {
     int64_t take = std::min(windowRows_ - n, data_.shardRows(size_t(shard)) - row);
     if (take > 0) {
       float *xs = &wx_[size_t(n * d)], *ys = &wy_[size_t(n * d)];
+      MOLT_RETURN_IF_ERROR(data_.checkUnchanged(size_t(shard)));
       data_.readRows(size_t(shard), row, take, xs, ys);
-      // Compact away rows with a NaN or Inf, in place.
+      // Compact away rows with a NaN or Inf, in place — also rows that overflow once
+      // normalised (a huge row outside the normalisation prefix): the stream serves finite
+      // rows only, which the trainer vouches for to the executor.
       int64_t kept = 0;
       for (int64_t i = 0; i < take; ++i) {
         const float *xi = xs + i * d, *yi = ys + i * d;
-        if (!finiteRow(xi, d) || !finiteRow(yi, d)) {
+        if (!finiteRow(xi, d, norm_.x_scale) || !finiteRow(yi, d, norm_.y_scale)) {
           ++skipped_;
           continue;
         }

@@ -4,10 +4,10 @@
 
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <unistd.h>
 
@@ -17,13 +17,11 @@
 #include "molt/io.h"
 #include "molt/jacobian.h"
 #include "molt/safetensors.h"
+#include "molt/stop.h"
 #include "molt/teacher.h"
 
 namespace molt {
 namespace {
-
-volatile std::sig_atomic_t gInterrupted = 0;
-void onInterrupt(int) { gInterrupted = 1; }
 
 // A run killed inside writeFileAtomic leaves <file>.tmp-<pid> behind (never read). One
 // checkpoint-sized file per kill would fill a preempted job's disk, so a start clears them:
@@ -37,6 +35,27 @@ void removeStaleTemps(const std::string &dir) {
         name.find_first_not_of("0123456789", at + 5) == std::string::npos)
       std::filesystem::remove(e.path(), ec);
   }
+}
+
+// What a start of molt-train writes into RUN before its first checkpoint: a fresh start may
+// overwrite these, and nothing else (a directory holding other files is not ours).
+Status checkOnlyRunFiles(const std::string &dir) {
+  if (!pathExists(dir))
+    return Status::ok();
+  if (!isDirectory(dir))
+    return invalidArgument("--out " + dir + " is not a directory");
+  std::error_code ec;
+  for (const std::filesystem::directory_entry &e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool ours = name == "bundle" || name == "spec.mlir" || name == "metrics.jsonl" ||
+                      name.find(".tmp-") != std::string::npos;
+    if (!ours)
+      return invalidArgument("--resume: " + dir + " has no checkpoint and holds '" + name +
+                             "', which molt-train did not write; choose another --out");
+  }
+  if (ec)
+    return ioError("cannot list " + dir + ": " + ec.message());
+  return Status::ok();
 }
 
 struct RunPaths {
@@ -166,9 +185,18 @@ Status TrainRun::prepare() {
     return invalidArgument("--lr must be a positive number");
   if (opts_.out.empty())
     return invalidArgument("--out is required");
+  if (opts_.resume && !pathExists(paths_.checkpoint)) {
+    // Killed before its first checkpoint (or never started): the repeated command of a
+    // preemptible job starts the run afresh, but only over what an earlier start of it left.
+    MOLT_RETURN_IF_ERROR(checkOnlyRunFiles(opts_.out));
+    if (opts_.bundle.empty())
+      return invalidArgument("--resume: " + opts_.out + " has no checkpoint yet; pass the bundle "
+                                                        "to start it");
+    std::fprintf(stderr, "molt-train: --resume: no checkpoint in %s yet; starting at step 0\n",
+                 opts_.out.c_str());
+    opts_.resume = false;
+  }
   if (opts_.resume) {
-    if (!pathExists(paths_.checkpoint))
-      return notFound("--resume: no checkpoint at " + paths_.checkpoint);
     bundleDir_ = paths_.bundle;
   } else {
     if (pathExists(paths_.checkpoint))
@@ -265,6 +293,8 @@ Status TrainRun::prepare() {
   // Only now is the run directory touched.
   MOLT_RETURN_IF_ERROR(makeDirs(opts_.out));
   removeStaleTemps(opts_.out);
+  if (isDirectory(paths_.bundle))
+    removeStaleTemps(paths_.bundle); // a start killed while copying the bundle
   if (opts_.resume) {
     MOLT_RETURN_IF_ERROR(truncateMetrics(paths_.metrics, state_.step));
   } else {
@@ -307,12 +337,13 @@ Status TrainRun::loop() {
   startStep_ = trainer_->state().step;
   Window w;
   while (trainer_->state().step < opts_.steps) {
-    if (gInterrupted) {
+    if (stopRequested()) {
+      // SIGTERM / SIGINT / requestStop(): the step in flight has finished; save it.
       MOLT_RETURN_IF_ERROR(checkpoint());
       if (tty_)
         std::fprintf(stderr, "\n");
-      return invalidArgument("interrupted at step " + std::to_string(trainer_->state().step) +
-                             "; checkpoint written, continue with --resume");
+      return cancelled("stopped at step " + std::to_string(trainer_->state().step) +
+                       "; checkpoint written, continue with --resume");
     }
     StatusOr<StepStats> st = trainer_->step();
     if (!st) {
@@ -349,6 +380,11 @@ Status TrainRun::loop() {
 }
 
 Status TrainRun::run() {
+  // From here on SIGTERM / SIGINT only ask for a stop, which the loop honours between steps (a
+  // stop during start-up is honoured before the first step, with a checkpoint at step 0).
+  std::optional<StopOnSignals> handlers;
+  if (opts_.stopOnSignals)
+    handlers.emplace();
   MOLT_RETURN_IF_ERROR(prepare());
   if (!opts_.quiet) {
     const ModelDesc &m = plan_.model;
@@ -360,11 +396,7 @@ Status TrainRun::run() {
                  backend_->name().c_str(), backend_->deviceName().c_str(),
                  opts_.resume ? "resuming" : "starting", (long long)trainer_->state().step);
   }
-  gInterrupted = 0;
-  auto previous = std::signal(SIGINT, onInterrupt);
-  Status st = loop();
-  std::signal(SIGINT, previous);
-  MOLT_RETURN_IF_ERROR(st);
+  MOLT_RETURN_IF_ERROR(loop());
   if (stream_->skippedRows() > 0 && !opts_.quiet)
     std::fprintf(stderr, "molt-train: skipped %lld data rows with NaN or Inf\n",
                  (long long)stream_->skippedRows());

@@ -120,6 +120,9 @@ Trainer::Trainer(Executor &exec, BatchStream &data, Schedule schedule, TrainStat
   x_.resize(size_t(b * d));
   y_.resize(size_t(b * d));
   state_.lastActive.resize(size_t(exec.plan().model.numTransforms()), -1);
+  // The stream serves finite rows only (it drops and counts the others), so the executor's
+  // per-run check of x and y (a device-to-host copy on CUDA) would find nothing.
+  exec.vouchFiniteInputs(true);
 }
 
 StatusOr<StepStats> Trainer::step() {

@@ -13,18 +13,14 @@
 #include "molt/data.h"
 #include "molt/run.h"
 #include "molt/safetensors.h"
+#include "tiny_run.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 constexpr int64_t kD = 8; // the tiny-molt fixture's d_model
 
-std::string freshDir(const std::string &name) {
-  std::string dir = testing::TempDir() + "/molt_bad_data/" + name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+std::string freshDir(const std::string &name) { return freshTestDir("molt_bad_data", name); }
 
 // n rows of a fixed linear map y = W x with seeded Gaussian x (scale `scale`), then `edit`
 // applied to the two arrays: each test breaks the data its own way.
@@ -51,17 +47,7 @@ void writeData(const std::string &path, int64_t n, float scale) {
 }
 
 molt::TrainOptions options(const std::string &data, const std::string &out) {
-  molt::TrainOptions o;
-  o.bundle = std::string(MOLT_SOURCE_DIR) + "/tests/fixtures/tiny-molt";
-  o.data = data;
-  o.out = out;
-  o.steps = 30;
-  o.batch = 16;
-  o.seed = 3;
-  o.quiet = true;
-  o.checkpointEvery = 10;
-  o.logEvery = 10;
-  return o;
+  return tinyRunOptions(data, out);
 }
 
 // Every float of RUN/weights.safetensors is finite (and there is at least one).
@@ -252,6 +238,31 @@ TEST(ReliabilityBadData, WrongDtypesAreRejectedByName) {
         << dtype;
     expectFiniteWeights(dir + std::string("/ok-") + dtype);
   }
+}
+
+} // namespace
+
+namespace {
+
+// A row that is finite on disk but overflows once normalised (it lies outside the prefix the
+// scale came from) is dropped and counted like a NaN row: the stream serves finite rows only.
+TEST(ReliabilityBadData, RowsThatOverflowWhenNormalisedAreSkipped) {
+  std::string dir = freshDir("overflow");
+  writeData(dir + "/data.safetensors", 64, 1e-6f, [](std::vector<float> &x, std::vector<float> &) {
+    x[size_t(10 * kD + 3)] = 1e12f; // x 1e30 below: Inf
+  });
+  auto data = molt::ShardSet::open(dir + "/data.safetensors", kD);
+  ASSERT_TRUE(data.isOk());
+  molt::Normalization norm;
+  norm.x_scale = 1e30f;
+  molt::BatchStream s(**data, 1, 64, false, false, norm);
+  std::vector<float> x(64 * kD), y(64 * kD);
+  auto got = s.next(64, x.data(), y.data());
+  ASSERT_TRUE(got.isOk());
+  EXPECT_EQ(*got, 63);
+  EXPECT_EQ(s.skippedRows(), 1);
+  for (int64_t i = 0; i < *got * kD; ++i)
+    ASSERT_TRUE(std::isfinite(x[size_t(i)]) && std::isfinite(y[size_t(i)])) << i;
 }
 
 } // namespace

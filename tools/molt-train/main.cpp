@@ -6,6 +6,7 @@
 
 #include "../common/cli.h"
 #include "molt/run.h"
+#include "molt/stop.h"
 #ifdef MOLT_HAVE_COMPILE_SPEC
 #include "passes/CompileSpec.h"
 #endif
@@ -13,6 +14,15 @@
 namespace {
 
 int fail(const std::string &message) { return molt::tool::fail("molt-train", message); }
+
+// 0 when done; kExitStopped after a SIGTERM / SIGINT stop (checkpoint written); 1 on errors.
+int finish(const molt::Status &st) {
+  if (st.code() == molt::Code::Cancelled) {
+    std::fprintf(stderr, "molt-train: %s\n", st.message().c_str());
+    return molt::kExitStopped;
+  }
+  return st ? 0 : fail(st.message());
+}
 
 bool isSpec(const std::string &path) {
   return path.size() > 5 && path.compare(path.size() - 5, 5, ".mlir") == 0;
@@ -25,7 +35,10 @@ int main(int argc, char **argv) {
   std::string input, layer;
   CLI::App app{"Trains a molt layer or transcoder on activation shards.\n"
                "Writes RUN/checkpoint.safetensors, RUN/metrics.jsonl, RUN/bundle/ and, at the\n"
-               "end, RUN/weights.safetensors (normalisation folded in).",
+               "end, RUN/weights.safetensors (normalisation folded in).\n"
+               "SIGTERM or SIGINT: the step in flight finishes, a checkpoint is written and\n"
+               "molt-train exits 75 (repeat the command with --resume); a second signal exits\n"
+               "at once. Exit 0: done; 1: an error (one line).",
                "molt-train"};
   app.add_option("SPEC_OR_BUNDLE", input, "a bundle directory made by molt-compile (or a .mlir "
                                           "spec, in builds with the compiler)")
@@ -50,7 +63,8 @@ int main(int argc, char **argv) {
       ->capture_default_str();
   app.add_option("--device", o.device,
                  "cpu, cuda, or cuda-emu (the CUDA kernels on the host emulator: slow, for checking)")->capture_default_str();
-  app.add_flag("--resume", o.resume, "continue the run in --out from its checkpoint");
+  app.add_flag("--resume", o.resume, "continue the run in --out from its checkpoint (one with "
+                                     "no checkpoint yet starts at step 0)");
   app.add_option("--log-every", o.logEvery, "steps between metrics lines")
       ->capture_default_str();
   app.add_option("--checkpoint-every", o.checkpointEvery, "steps between checkpoints")
@@ -64,7 +78,8 @@ int main(int argc, char **argv) {
 
   if (!isSpec(input)) {
     o.bundle = input;
-  } else if (!o.resume) { // a resumed run uses RUN/bundle
+  } else if (!o.resume || !std::filesystem::exists(o.out + "/checkpoint.safetensors")) {
+    // A resumed run uses RUN/bundle; one with no checkpoint yet starts afresh from the spec.
 #ifdef MOLT_HAVE_COMPILE_SPEC
     // Compiled into a scratch directory: runTraining copies it into RUN only once the run
     // is known to start, so a bad flag never leaves a half-made RUN behind.
@@ -81,12 +96,11 @@ int main(int argc, char **argv) {
     molt::Status st = molt::runTraining(o);
     std::error_code ec;
     std::filesystem::remove_all(scratch, ec);
-    return st ? 0 : fail(st.message());
+    return finish(st);
 #else
     (void)layer;
     return fail("this build cannot compile specs; pass a bundle made by molt-compile");
 #endif
   }
-  molt::Status st = molt::runTraining(o);
-  return st ? 0 : fail(st.message());
+  return finish(molt::runTraining(o));
 }

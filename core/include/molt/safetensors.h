@@ -43,6 +43,8 @@ public:
   SafetensorsFile &operator=(const SafetensorsFile &) = delete;
 
   const std::string &path() const { return path_; }
+  /// The file's size when it was opened (all of it is mapped).
+  size_t fileSize() const { return mapSize_; }
   const std::vector<TensorView> &tensors() const { return tensors_; }
   const std::map<std::string, std::string> &metadata() const { return metadata_; }
   const TensorView *find(const std::string &name) const;

@@ -15,6 +15,7 @@ enum class Code {
   Unavailable,     // a backend that this machine lacks (no GPU, no NVRTC)
   Internal,        // a bug in molt
   Io,              // the OS refused a read or write
+  Cancelled,       // stopped on request (SIGTERM / SIGINT, molt::requestStop()); state was saved
 };
 
 class [[nodiscard]] Status {
@@ -66,6 +67,7 @@ inline Status dataLoss(std::string m) { return Status(Code::DataLoss, std::move(
 inline Status unavailable(std::string m) { return Status(Code::Unavailable, std::move(m)); }
 inline Status internalError(std::string m) { return Status(Code::Internal, std::move(m)); }
 inline Status ioError(std::string m) { return Status(Code::Io, std::move(m)); }
+inline Status cancelled(std::string m) { return Status(Code::Cancelled, std::move(m)); }
 
 } // namespace molt
 

@@ -50,6 +50,10 @@ public:
   virtual Status run(const std::string &entryPoint) = 0;
   /// Waits for queued work (a no-op on the CPU).
   virtual Status synchronize() = 0;
+  /// The caller vouches that every row it puts in x and y is finite (molt's data stream drops
+  /// the others), so run() may skip its non-finite row check (docs/reliability.md: on CUDA the
+  /// check is a device-to-host copy of x and y per run). Off by default.
+  virtual void vouchFiniteInputs(bool on) { (void)on; }
   /// Zero-copy embedding (python/, docs/embedding.md): the device address the executor reads and
   /// writes for a tensor (its own storage, fixed for its life, unless bind() redirected it);
   /// nullptr for an unknown name or where the backend does not expose it.

@@ -26,6 +26,10 @@ public:
   int64_t shardRows(size_t shard) const;
   /// Rows [row, row+count) of one shard as f32.
   void readRows(size_t shard, int64_t row, int64_t count, float *x, float *y) const;
+  /// IoError naming the shard when its file is gone or changed size since open(): a shard
+  /// truncated under the mapping would fault on the next read (SIGBUS), so streams check
+  /// before each window.
+  Status checkUnchanged(size_t shard) const;
 
 private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
@@ -50,7 +54,7 @@ struct Normalization {
 Normalization computeNormalization(const ShardSet &data, int64_t maxRows = 65536);
 
 /// Batches from a ShardSet through a shuffle window of `windowRows` rows. Rows with a NaN or
-/// Inf are skipped and counted. With `wrap`, the stream restarts at the first shard (a new
+/// Inf (before or after normalisation) are skipped and counted. With `wrap`, the stream restarts at the first shard (a new
 /// epoch, a new permutation); without it, next() returns fewer rows at the end.
 class BatchStream {
 public:

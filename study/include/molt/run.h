@@ -27,10 +27,18 @@ struct TrainOptions {
   int64_t logEvery = 50, checkpointEvery = 500;
   int64_t deadWindow = 1000000; // tokens without activity after which a transform is dead
   bool quiet = false;
+  /// SIGTERM / SIGINT stop the run after the step in flight with a checkpoint (molt/stop.h);
+  /// runTraining then returns Code::Cancelled. A stop requested with molt::requestStop() is
+  /// honoured either way.
+  bool stopOnSignals = true;
 };
 
 /// Trains into opts.out. Every failure is one line; files already written stay intact (a
 /// failed resume leaves the checkpoint alone; a fresh run refuses a RUN that holds one).
+/// `resume` on a RUN without a checkpoint starts at step 0 when RUN holds only what an earlier
+/// start wrote (bundle/, spec.mlir, metrics.jsonl, temporaries), so a preempted job's repeated
+/// command works however early it was killed. A requested stop returns Code::Cancelled after
+/// writing the checkpoint.
 Status runTraining(const TrainOptions &opts);
 
 /// Evaluates RUN's checkpoint on DATA (normalised as in training). With a teacher MLP file,
