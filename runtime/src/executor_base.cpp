@@ -276,14 +276,16 @@ Status ExecutorBase::run(const std::string &entryPoint) {
       return Status::ok();
     return zeroBytes(*info(name));
   };
-  MOLT_RETURN_IF_ERROR(clear("stats"));
+  // train_apply reads the stats its train_grad left (docs/distributed.md).
+  if (entryPoint != kTrainApplyEntry)
+    MOLT_RETURN_IF_ERROR(clear("stats"));
   for (const Invocation &inv : it->second) {
     const KernelDesc *k = plan_.findKernel(inv.kernel);
     auto yhat = inv.args.find("yhat");
     if (yhat != inv.args.end() && accumulatesYhat(k->op))
       MOLT_RETURN_IF_ERROR(clear(yhat->second));
   }
-  if (entryPoint == "train_step")
+  if (entryPoint == "train_step" || entryPoint == kTrainGradEntry)
     for (const ParamDesc &p : plan_.params)
       MOLT_RETURN_IF_ERROR(clear("d_" + p.name));
   for (const Invocation &inv : it->second) {

@@ -8,6 +8,7 @@
 #include "molt/evaluator.h"
 #include "molt/jacobian.h"
 #include "molt/status.h"
+#include "molt/trainer.h"
 
 namespace molt {
 
@@ -27,6 +28,9 @@ struct TrainOptions {
   int64_t logEvery = 50, checkpointEvery = 500;
   int64_t deadWindow = 1000000; // tokens without activity after which a transform is dead
   bool quiet = false;
+  /// Data-parallel training (python -m molt.train under torchrun): `batch` stays the global
+  /// batch and must divide by the world size; only rank 0 writes into `out`.
+  DataParallel parallel;
 };
 
 /// Trains into opts.out. Every failure is one line; files already written stay intact (a
