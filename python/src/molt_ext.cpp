@@ -20,6 +20,7 @@
 #include "molt/backend.h"
 #include "molt/jacobian.h"
 #include "molt/plan.h"
+#include "molt/run.h"
 #include "molt/safetensors.h"
 #include "molt/trainer.h"
 #ifdef MOLT_PY_WITH_COMPILER
@@ -149,6 +150,7 @@ public:
       : bundleDir_(bundleDir), device_(device) {
     plan_ = take(loadPlan(bundleDir));
     addBackwardEntry(plan_);
+    addTrainPhases(plan_); // Layer.train_step under torch.distributed
     backend_ = take(createBackend(device));
     exec_ = take(backend_->prepare(plan_, bundleDir_, batch));
   }
@@ -329,6 +331,70 @@ private:
   std::unique_ptr<Executor> exec_;
 };
 
+// ---- data-parallel training (python -m molt.train, docs/distributed.md) ----
+//
+// The all-reduce is Python's (torch.distributed): between train_grad and train_apply, C++
+// calls reduce(names, arrays) with views of the executor's stats and d_<p> (zero-copy where
+// the backend exposes storage: NumPy on the CPU, DLPack on CUDA; host copies written back
+// otherwise). The callback reduces them in place.
+Status callReduce(const nb::callable &reduce, Executor &exec, const std::string &device) {
+  nb::gil_scoped_acquire gil;
+  std::vector<std::string> names = reducedTensors(exec.plan());
+  std::vector<std::vector<float>> copies(names.size());
+  nb::list arrays;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const BufferInfo *t = exec.info(names[i]);
+    if (!t)
+      return internalError("the executor has no tensor '" + names[i] + "'");
+    std::vector<size_t> shape(t->shape.begin(), t->shape.end());
+    void *p = device == "cpu" || device == "cuda" ? exec.storage(names[i]) : nullptr;
+    // A view needs an owner: without one nanobind hands Python a copy. The executor outlives
+    // the call, so the owner frees nothing.
+    static int token;
+    nb::capsule view(&token, [](void *) noexcept {});
+    if (p && device == "cuda") {
+      const char *env = std::getenv("MOLT_CUDA_DEVICE");
+      arrays.append(nb::cast(nb::ndarray<>(p, shape.size(), shape.data(), view,
+                                           nullptr, nb::dtype<float>(),
+                                           nb::device::cuda::value, env ? std::atoi(env) : 0)));
+      continue;
+    }
+    if (!p) { // no exposed storage: a host copy, written back below
+      copies[i].resize(size_t(t->numel()));
+      MOLT_RETURN_IF_ERROR(exec.read(names[i], copies[i].data(), t->bytes()));
+      p = copies[i].data();
+    }
+    arrays.append(nb::cast(nb::ndarray<nb::numpy, float>(p, shape.size(), shape.data(), view)));
+  }
+  try {
+    reduce(names, arrays);
+  } catch (nb::python_error &e) {
+    return internalError(std::string("the reduce callback raised: ") + e.what());
+  }
+  for (size_t i = 0; i < names.size(); ++i)
+    if (!copies[i].empty())
+      MOLT_RETURN_IF_ERROR(exec.write(names[i], copies[i].data(), copies[i].size() * 4));
+  return Status::ok();
+}
+
+/// runTraining (molt-train's driver) for one rank, with `reduce` as its all-reduce.
+void runTrainingRank(TrainOptions opts, int rank, int world, nb::object reduce) {
+  opts.parallel.rank = rank;
+  opts.parallel.world = world;
+  if (!reduce.is_none()) {
+    nb::callable fn = nb::cast<nb::callable>(reduce);
+    std::string device = opts.device;
+    opts.parallel.allReduce = [fn, device](Executor &exec) { return callReduce(fn, exec, device); };
+  }
+  Status st;
+  {
+    nb::gil_scoped_release release;
+    st = runTraining(opts);
+  }
+  opts.parallel.allReduce = nullptr; // drops the callable while the GIL is held
+  check(st);
+}
+
 // Host safetensors through the runtime's reader and writer (F32 / F16 / BF16 in, F32 out).
 std::map<std::string, nb::ndarray<nb::numpy, float>> loadTensors(const std::string &path) {
   auto file = take(SafetensorsFile::open(path));
@@ -408,14 +474,41 @@ NB_MODULE(_molt, m) {
       .def("input_grad", &Session::inputGrad)
       .def("jacobian", &Session::jacobian);
 
+  nb::class_<TrainOptions>(m, "TrainOptions")
+      .def(nb::init<>())
+      .def_rw("bundle", &TrainOptions::bundle)
+      .def_rw("spec", &TrainOptions::spec)
+      .def_rw("data", &TrainOptions::data)
+      .def_rw("val", &TrainOptions::val)
+      .def_rw("out", &TrainOptions::out)
+      .def_rw("steps", &TrainOptions::steps)
+      .def_rw("schedule_steps", &TrainOptions::scheduleSteps)
+      .def_rw("batch", &TrainOptions::batch)
+      .def_rw("lr", &TrainOptions::lr)
+      .def_rw("lambda_", &TrainOptions::lambda)
+      .def_rw("decay", &TrainOptions::decay)
+      .def_rw("seed", &TrainOptions::seed)
+      .def_rw("device", &TrainOptions::device)
+      .def_rw("resume", &TrainOptions::resume)
+      .def_rw("log_every", &TrainOptions::logEvery)
+      .def_rw("checkpoint_every", &TrainOptions::checkpointEvery)
+      .def_rw("dead_window", &TrainOptions::deadWindow)
+      .def_rw("quiet", &TrainOptions::quiet);
+  m.def("run_training", &runTrainingRank, "options"_a, "rank"_a = 0, "world"_a = 1,
+        "reduce"_a = nb::none());
+  m.attr("TRAIN_GRAD_ENTRY") = kTrainGradEntry;
+  m.attr("TRAIN_APPLY_ENTRY") = kTrainApplyEntry;
+
   m.def("load_tensors", &loadTensors, "path"_a);
   m.def("save_tensors", &saveTensors, "path"_a, "tensors"_a, "metadata"_a = std::map<std::string, std::string>{});
   m.attr("BACKWARD_ENTRY") = kBackwardEntry;
 #ifdef MOLT_PY_WITH_COMPILER
-  m.def("compile_spec", [](const std::string &spec, const std::string &out) {
+  m.def("compile_spec", [](const std::string &spec, const std::string &out,
+                           const std::string &symbol) {
     compiler::CompileOptions options;
+    options.symbol = symbol; // "" : the first layer
     check(compiler::compileSpec(spec, out, options));
-  });
+  }, "spec"_a, "out"_a, "symbol"_a = "");
   m.attr("HAS_COMPILER") = true;
 #else
   m.attr("HAS_COMPILER") = false;
