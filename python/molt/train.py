@@ -46,7 +46,7 @@ def _parser():
                    "schedules are planned over (default: --steps; kept on --resume)")
     p.add_argument("--batch", type=int, default=o.batch, help="tokens per step (global)")
     p.add_argument("--lr", type=float, default=o.lr, help="peak learning rate")
-    p.add_argument("--lambda", dest="lambda_", type=float, default=-1.0,
+    p.add_argument("--lambda", dest="lambda_", metavar="LAMBDA", type=float, default=-1.0,
                    help="sparsity penalty weight (default: the spec's)")
     p.add_argument("--decay", default=o.decay, help="LR decay after warm-up: cosine, linear "
                    "or constant")
