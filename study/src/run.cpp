@@ -173,6 +173,9 @@ Status TrainRun::prepare() {
   if (dp.world < 1 || dp.rank < 0 || dp.rank >= dp.world)
     return invalidArgument("rank " + std::to_string(dp.rank) + " of world size " +
                            std::to_string(dp.world) + " is not a valid rank");
+  if (dp.world > 1 && !dp.allReduce)
+    return invalidArgument("a run of " + std::to_string(dp.world) +
+                           " ranks needs an all-reduce (python -m molt.train under torchrun)");
   if (opts_.batch % dp.world != 0)
     return invalidArgument("--batch " + std::to_string(opts_.batch) +
                            " does not divide by the world size " + std::to_string(dp.world));
