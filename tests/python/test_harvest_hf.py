@@ -40,7 +40,8 @@ def test_mlp_rows_are_the_mlps_inputs_and_outputs(llama, tmp_path):
     with torch.no_grad():
         y_ref = mlp(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(x[33:], x[:11])  # the second call repeats row 0's tokens
+    # the second call repeats row 0's tokens (a batch of one rounds slightly differently)
+    np.testing.assert_allclose(x[33:], x[:11], rtol=1e-5, atol=1e-6)
     assert not mlp._forward_hooks  # removed on close
 
 
