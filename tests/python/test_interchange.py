@@ -257,3 +257,16 @@ def test_to_layer_runs_the_imported_molt(tmp_path):
     want = _lm_forward(t, groups, x.astype(np.float64), False)
     np.testing.assert_allclose(np.asarray(layer.forward(x), np.float64), want, rtol=1e-4,
                                atol=1e-4)
+
+
+@pytest.mark.skipif(not molt.HAS_COMPILER, reason="needs the compiler to build a matching spec")
+def test_to_layer_runs_an_imported_skip_transcoder(tmp_path):
+    t = _saelens_files(str(tmp_path / "tc"), "jumprelu", d=8, F=12, skip=True, apply_b_dec=True)
+    imp = interchange.read(str(tmp_path / "tc"))
+    layer = interchange.to_layer(imp, batch=24, cache_dir=str(tmp_path / "cache"))
+    x = _x(24, 8).astype(np.float32)
+    want = _saelens_forward(t, x.astype(np.float64), "jumprelu", True)
+    np.testing.assert_allclose(np.asarray(layer.forward(x), np.float64), want, rtol=1e-4,
+                               atol=1e-4)
+    model, params = interchange.from_layer(layer)
+    assert model["kind"] == "transcoder" and model["skip"] and model["features"] == 12
