@@ -81,6 +81,12 @@ std::vector<std::string> backwardAccumulators(const Plan &plan) {
   return {out.begin(), out.end()};
 }
 
+// The CUDA backend's own device choice (MOLT_CUDA_DEVICE), for DLPack views of its memory.
+int cudaOrdinal() {
+  const char *env = std::getenv("MOLT_CUDA_DEVICE");
+  return env ? std::atoi(env) : 0;
+}
+
 int dlpackDevice(const std::string &device) {
   return device == "cuda" ? nb::device::cuda::value : nb::device::cpu::value;
 }
@@ -204,7 +210,7 @@ public:
                                              nb::device::cpu::value, 0));
     // CUDA: a bare DLPack object (torch.from_dlpack / cupy.from_dlpack take it).
     return nb::cast(nb::ndarray<>(p, shape.size(), shape.data(), self, nullptr, dt,
-                                  dlpackDevice(device_), deviceId()));
+                                  dlpackDevice(device_), cudaOrdinal()));
   }
 
   /// Makes the executor use the caller's memory for `name` (no copy). Checked: dtype, size,
@@ -320,11 +326,6 @@ public:
   }
 
 private:
-  int deviceId() const {
-    const char *env = std::getenv("MOLT_CUDA_DEVICE"); // the CUDA backend's own device choice
-    return env ? std::atoi(env) : 0;
-  }
-
   std::string bundleDir_, device_;
   Plan plan_;
   std::unique_ptr<Backend> backend_;
@@ -353,10 +354,9 @@ Status callReduce(const nb::callable &reduce, Executor &exec, const std::string 
     static int token;
     nb::capsule view(&token, [](void *) noexcept {});
     if (p && device == "cuda") {
-      const char *env = std::getenv("MOLT_CUDA_DEVICE");
-      arrays.append(nb::cast(nb::ndarray<>(p, shape.size(), shape.data(), view,
-                                           nullptr, nb::dtype<float>(),
-                                           nb::device::cuda::value, env ? std::atoi(env) : 0)));
+      arrays.append(nb::cast(nb::ndarray<>(p, shape.size(), shape.data(), view, nullptr,
+                                           nb::dtype<float>(), nb::device::cuda::value,
+                                           cudaOrdinal())));
       continue;
     }
     if (!p) { // no exposed storage: a host copy, written back below
@@ -381,17 +381,22 @@ Status callReduce(const nb::callable &reduce, Executor &exec, const std::string 
 void runTrainingRank(TrainOptions opts, int rank, int world, nb::object reduce) {
   opts.parallel.rank = rank;
   opts.parallel.world = world;
+  nb::callable fn;
   if (!reduce.is_none()) {
-    nb::callable fn = nb::cast<nb::callable>(reduce);
+    // The driver copies its options (and so this function) with the GIL released: the lambda
+    // holds only a pointer to the callable, which this frame keeps alive until it returns.
+    fn = nb::cast<nb::callable>(reduce);
+    const nb::callable *held = &fn;
     std::string device = opts.device;
-    opts.parallel.allReduce = [fn, device](Executor &exec) { return callReduce(fn, exec, device); };
+    opts.parallel.allReduce = [held, device](Executor &exec) {
+      return callReduce(*held, exec, device);
+    };
   }
   Status st;
   {
     nb::gil_scoped_release release;
     st = runTraining(opts);
   }
-  opts.parallel.allReduce = nullptr; // drops the callable while the GIL is held
   check(st);
 }
 
