@@ -5,8 +5,11 @@
 
 #include <cmath>
 #include <filesystem>
+#include <condition_variable>
+#include <mutex>
 #include <numeric>
 #include <random>
+#include <thread>
 
 #include "molt/backend.h"
 #include "molt/synth.h"
@@ -283,4 +286,93 @@ TEST(Trainer, OneRankDataParallelTrainsAsThePlainTrainer) {
   }
   EXPECT_EQ(calls, 20);
   EXPECT_EQ(results[0], results[1]);
+}
+
+// Two data-parallel ranks on threads, their stats summed and gradients averaged through shared
+// memory, train as one executor on the global batch: the C++ half of python -m molt.train.
+// (Adam is blind to a constant gradient scale; the reported gradient norm is not.)
+TEST(Trainer, TwoRanksOnThreadsTrainAsOneExecutorOnTheGlobalBatch) {
+  molt::Plan plan = fixturePlan("tiny-molt");
+  molt::addTrainPhases(plan);
+  std::string dir = synthData(plan.model.d_model);
+  auto set = molt::ShardSet::open(dir + "/train", plan.model.d_model);
+  ASSERT_TRUE(set.isOk());
+  const int steps = 30;
+  molt::Schedule schedule;
+  schedule.steps = steps;
+  schedule.lambda = 0.01;
+  struct Result {
+    molt::TensorMap params;
+    std::vector<double> loss, gradNorm;
+  };
+  auto train = [&](int64_t batch, molt::DataParallel dp, Result &out) {
+    auto exec = cpuExecutor(plan, "tiny-molt", batch);
+    ASSERT_TRUE(molt::writeTensors(*exec, molt::initParams(plan, 2)).isOk());
+    molt::BatchStream stream(**set, 9, 1024, true, true);
+    molt::Trainer trainer(*exec, stream, schedule, molt::TrainState{}, dp);
+    for (int i = 0; i < steps; ++i) {
+      auto st = trainer.step();
+      ASSERT_TRUE(st.isOk()) << st.status().message();
+      out.loss.push_back(st->loss);
+      out.gradNorm.push_back(st->gradNorm);
+    }
+    EXPECT_EQ(trainer.state().tokens, steps * 64);
+    out.params = *molt::readTensors(*exec);
+  };
+  Result one;
+  train(64, {}, one);
+
+  // A two-party barrier and the parts each rank contributes.
+  std::mutex m;
+  std::condition_variable cv;
+  int arrived = 0, generation = 0;
+  auto barrier = [&] {
+    std::unique_lock<std::mutex> lock(m);
+    int gen = generation;
+    if (++arrived == 2) {
+      arrived = 0;
+      ++generation;
+      cv.notify_all();
+    } else {
+      cv.wait(lock, [&] { return generation != gen; });
+    }
+  };
+  std::vector<molt::TensorMap> parts(2);
+  auto allReduce = [&](int rank) {
+    return [&, rank](molt::Executor &exec) -> molt::Status {
+      auto mine = molt::readTensors(exec, molt::reducedTensors(plan));
+      if (!mine)
+        return mine.status();
+      parts[size_t(rank)] = *mine;
+      barrier();
+      for (auto &[name, v] : *mine)
+        for (size_t i = 0; i < v.size(); ++i) {
+          float sum = parts[0][name][i] + parts[1][name][i]; // rank order on both ranks
+          v[i] = name == "stats" ? sum : sum / 2;
+        }
+      barrier(); // both have read the parts before either overwrites them next step
+      return molt::writeTensors(exec, *mine);
+    };
+  };
+  std::vector<Result> ranks(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] { train(32, {r, 2, allReduce(r)}, ranks[size_t(r)]); });
+  for (std::thread &t : threads)
+    t.join();
+  EXPECT_EQ(ranks[0].params, ranks[1].params); // the same update on both ranks
+  for (const molt::ParamDesc &p : plan.params) {
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < one.params[p.name].size(); ++i) {
+      diff += std::pow(double(ranks[0].params[p.name][i]) - one.params[p.name][i], 2);
+      norm += std::pow(double(one.params[p.name][i]), 2);
+    }
+    EXPECT_LT(std::sqrt(diff / norm), 1e-5) << p.name;
+  }
+  for (int i = 0; i < steps; ++i) {
+    EXPECT_NEAR(ranks[0].loss[size_t(i)], one.loss[size_t(i)], 1e-5 * one.loss[size_t(i)]);
+    EXPECT_NEAR(ranks[0].gradNorm[size_t(i)], one.gradNorm[size_t(i)],
+                1e-5 * one.gradNorm[size_t(i)]);
+  }
+  EXPECT_NE(one.params, molt::initParams(plan, 2));
 }
