@@ -685,6 +685,22 @@ std::string planToJson(const Plan &plan) {
   return j.dump(2) + "\n";
 }
 
+void addTrainPhases(Plan &plan) {
+  auto train = plan.entry_points.find("train_step");
+  if (train == plan.entry_points.end())
+    return;
+  std::vector<Invocation> grad, apply;
+  for (const Invocation &inv : train->second) {
+    const KernelDesc *k = plan.findKernel(inv.kernel);
+    if (apply.empty() && !(k && k->op == "grad_norm"))
+      grad.push_back(inv);
+    else
+      apply.push_back(inv);
+  }
+  plan.entry_points[kTrainGradEntry] = std::move(grad);
+  plan.entry_points[kTrainApplyEntry] = std::move(apply);
+}
+
 Status writePlan(const Plan &plan, const std::string &bundleDir) {
   MOLT_RETURN_IF_ERROR(makeDirs(bundleDir));
   return writeFileAtomic(bundleDir + "/manifest.json", planToJson(plan));

@@ -329,7 +329,12 @@ class Layer:
         return grads
 
     def train_step(self, x, y):
-        """One optimiser step on the batch (x, y) [n, d]; returns its metrics."""
+        """One optimiser step on the batch (x, y) [n, d]; returns its metrics.
+
+        Under an initialised torch.distributed process group of several ranks, (x, y) is this
+        rank's part of the global batch: the gradients are averaged over the ranks before the
+        update (molt.distributed), and the metrics are the global batch's."""
+        from . import distributed
         x, n = self._prepare(x)
         y = _device_f32(y, self.device)
         if tuple(y.shape) != (n, self.d_model):
@@ -337,7 +342,14 @@ class Layer:
         scalars = self._s.step_scalars(self.schedule, self.step + 1, self.adam_step)
         self._s.write("scalars", np.asarray(scalars, dtype=np.float32))
         with self.bind({"x": x, "y": y}):
-            self._run("train_step")
+            if distributed.enabled():
+                self._run(_molt.TRAIN_GRAD_ENTRY)
+                names = ["stats"] + ["d_" + p for p in self.param_names]
+                distributed.reduce_step(names, [self._s.view(k) for k in names])
+                self._run(_molt.TRAIN_APPLY_ENTRY)
+                n *= distributed.world_size()
+            else:
+                self._run("train_step")
         stats = self._stats()
         self.step += 1
         skipped = bool(stats[5] > 0 or not np.isfinite(stats[0]))

@@ -7,6 +7,11 @@ safetensors shards (docs/architecture.md §3: `x` [n, d], `y` [n, d], F32) or st
     # or train while harvesting:
     Harvester(mlp, sink=lambda x, y: layer.train_step(x, y), rows=layer.batch)
 
+Hugging Face transformers models: `from_transformers(model, layer)` hooks the MLP of block
+`layer` (`model.model.layers[i].mlp` for Llama / Qwen / Mistral / Gemma, `transformer.h[i].mlp`
+for GPT-2), with x either the MLP's own input or the residual stream entering the block's
+pre-MLP norm (source="resid_mid"), and y the MLP's output.
+
 Torch is never imported here: a hook receives whatever the module gives, and anything with
 `.detach()` or NumPy's array protocol is accepted.
 """
@@ -16,7 +21,7 @@ import numpy as np
 
 from . import save_tensors
 
-__all__ = ["Harvester"]
+__all__ = ["Harvester", "from_transformers", "transformer_blocks"]
 
 
 def _rows_f32(t, d):
@@ -37,12 +42,15 @@ class Harvester:
     out_dir: write shard_00000.safetensors, ... of `shard_rows` rows each (atomically).
     sink:    call sink(x, y) with blocks of exactly `rows` rows (e.g. layer.train_step).
     mask:    optional callable returning a boolean [..] mask per call, to drop padding tokens.
+    x_from:  optional other module whose input (argument `input_index`) is taken as x instead
+             of `module`'s own (e.g. the residual stream entering a norm before an MLP); it
+             must run before `module` in each forward pass.
     At least one of out_dir / sink. close() flushes the tail (a short last shard; a sink gets
-    the tail only with flush_partial=True) and removes the hook.
+    the tail only with flush_partial=True) and removes the hooks.
     """
 
     def __init__(self, module, out_dir=None, shard_rows=65536, sink=None, rows=None,
-                 input_index=0, mask=None, max_rows=None, flush_partial=False):
+                 input_index=0, mask=None, max_rows=None, flush_partial=False, x_from=None):
         if out_dir is None and sink is None:
             raise ValueError("Harvester needs out_dir or sink")
         self.out_dir, self.shard_rows, self.sink = out_dir, int(shard_rows), sink
@@ -58,7 +66,10 @@ class Harvester:
             os.makedirs(out_dir, exist_ok=True)
             if any(f.endswith(".safetensors") for f in os.listdir(out_dir)):
                 raise FileExistsError(f"{out_dir}: already holds shards; refusing to mix runs")
-        self._handle = module.register_forward_hook(self._hook)
+        self._captured, self._x_from = None, x_from is not None
+        self._handles = [module.register_forward_hook(self._hook)]
+        if x_from is not None:
+            self._handles.append(x_from.register_forward_pre_hook(self._capture))
 
     def __enter__(self):
         return self
@@ -66,10 +77,19 @@ class Harvester:
     def __exit__(self, *exc):
         self.close()
 
+    def _capture(self, module, inputs):
+        self._captured = inputs[self.input_index]
+
     def _hook(self, module, inputs, output):
         if self.max_rows is not None and self.rows >= self.max_rows:
             return
-        x = _rows_f32(inputs[self.input_index], self.d)
+        if self._x_from:
+            if self._captured is None:
+                raise RuntimeError("Harvester: x_from did not run before the hooked module")
+            source, self._captured = self._captured, None
+        else:
+            source = inputs[self.input_index]
+        x = _rows_f32(source, self.d)
         y = _rows_f32(output[0] if isinstance(output, tuple) else output, x.shape[1])
         self.d = x.shape[1]
         if self.mask is not None:
@@ -117,10 +137,61 @@ class Harvester:
         self.shards += 1
 
     def close(self):
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
         if self.out_dir is not None:
             self._drain(self._file_x, self._file_y, self.shard_rows, self._write_shard, True)
         if self.sink is not None and self.flush_partial:
             self._drain(self._sink_x, self._sink_y, self.block, self.sink, True)
+
+
+# ---- Hugging Face transformers --------------------------------------------------------------
+
+# The norm in front of each block's MLP, by the attribute names the architectures use.
+_PRE_MLP_NORMS = ("post_attention_layernorm",   # Llama, Qwen2/3, Mistral, Phi-3
+                  "pre_feedforward_layernorm",  # Gemma 2/3
+                  "ln_2")                       # GPT-2, GPT-J
+
+
+def transformer_blocks(model):
+    """The list of transformer blocks of a transformers model (a *ForCausalLM or its base)."""
+    for path in ("model.layers", "layers", "model.language_model.layers",
+                 "language_model.model.layers", "transformer.h", "h", "gpt_neox.layers"):
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if obj is not None:
+            return obj
+    raise ValueError(f"cannot find the transformer blocks of {type(model).__name__} "
+                     "(looked for model.layers, transformer.h, gpt_neox.layers)")
+
+
+def from_transformers(model, layer, source="mlp", attention_mask=None, **kwargs):
+    """A Harvester on block `layer`'s MLP of a transformers model: y is the MLP's output; x is
+    the MLP's input (source="mlp", i.e. after the pre-MLP norm) or the residual stream entering
+    that norm (source="resid_mid"). `attention_mask`, a callable returning the current batch's
+    mask [batch, seq], drops padding tokens. Other arguments are Harvester's."""
+    block = transformer_blocks(model)[layer]
+    mlp = getattr(block, "mlp", None)
+    if mlp is None:
+        raise ValueError(f"block {layer} ({type(block).__name__}) has no .mlp")
+    x_from = None
+    if source == "resid_mid":
+        x_from = next((getattr(block, n) for n in _PRE_MLP_NORMS if hasattr(block, n)), None)
+        if x_from is None:
+            raise ValueError(f"block {layer} ({type(block).__name__}) has none of the pre-MLP "
+                             f"norms {', '.join(_PRE_MLP_NORMS)}")
+    elif source != "mlp":
+        raise ValueError(f"source must be 'mlp' or 'resid_mid', not {source!r}")
+    if attention_mask is not None:
+        kwargs["mask"] = lambda: _host_bool(attention_mask())
+    return Harvester(mlp, x_from=x_from, **kwargs)
+
+
+def _host_bool(mask):
+    if hasattr(mask, "detach"):
+        mask = mask.detach().cpu().numpy()
+    return np.asarray(mask).astype(bool)

@@ -23,6 +23,7 @@
 #include "molt/backend.h"
 #include "molt/jacobian.h"
 #include "molt/plan.h"
+#include "molt/run.h"
 #include "molt/safetensors.h"
 #include "molt/stop.h"
 #include "molt/trainer.h"
@@ -89,6 +90,12 @@ std::vector<std::string> backwardAccumulators(const Plan &plan) {
       out.insert(a->second);
   }
   return {out.begin(), out.end()};
+}
+
+// The CUDA backend's own device choice (MOLT_CUDA_DEVICE), for DLPack views of its memory.
+int cudaOrdinal() {
+  const char *env = std::getenv("MOLT_CUDA_DEVICE");
+  return env ? std::atoi(env) : 0;
 }
 
 int dlpackDevice(const std::string &device) {
@@ -166,6 +173,7 @@ public:
       : bundleDir_(bundleDir), device_(device) {
     plan_ = take(loadPlan(bundleDir));
     addBackwardEntry(plan_);
+    addTrainPhases(plan_); // Layer.train_step under torch.distributed
     backend_ = take(createBackend(device));
     exec_ = take(backend_->prepare(plan_, bundleDir_, batch));
   }
@@ -220,7 +228,7 @@ public:
                                              nb::device::cpu::value, 0));
     // CUDA: a bare DLPack object (torch.from_dlpack / cupy.from_dlpack take it).
     return nb::cast(nb::ndarray<>(p, shape.size(), shape.data(), self, nullptr, dt,
-                                  dlpackDevice(device_), deviceId()));
+                                  dlpackDevice(device_), cudaOrdinal()));
   }
 
   /// Makes the executor use the caller's memory for `name` (no copy). Checked: dtype, size,
@@ -343,16 +351,79 @@ public:
   }
 
 private:
-  int deviceId() const {
-    const char *env = std::getenv("MOLT_CUDA_DEVICE"); // the CUDA backend's own device choice
-    return env ? std::atoi(env) : 0;
-  }
-
   std::string bundleDir_, device_;
   Plan plan_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Executor> exec_;
 };
+
+// ---- data-parallel training (python -m molt.train, docs/distributed.md) ----
+//
+// The all-reduce is Python's (torch.distributed): between train_grad and train_apply, C++
+// calls reduce(names, arrays) with views of the executor's stats and d_<p> (zero-copy where
+// the backend exposes storage: NumPy on the CPU, DLPack on CUDA; host copies written back
+// otherwise). The callback reduces them in place.
+Status callReduce(const nb::callable &reduce, Executor &exec, const std::string &device) {
+  nb::gil_scoped_acquire gil;
+  std::vector<std::string> names = reducedTensors(exec.plan());
+  std::vector<std::vector<float>> copies(names.size());
+  nb::list arrays;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const BufferInfo *t = exec.info(names[i]);
+    if (!t)
+      return internalError("the executor has no tensor '" + names[i] + "'");
+    std::vector<size_t> shape(t->shape.begin(), t->shape.end());
+    void *p = device == "cpu" || device == "cuda" ? exec.storage(names[i]) : nullptr;
+    // A view needs an owner: without one nanobind hands Python a copy. The executor outlives
+    // the call, so the owner frees nothing.
+    static int token;
+    nb::capsule view(&token, [](void *) noexcept {});
+    if (p && device == "cuda") {
+      arrays.append(nb::cast(nb::ndarray<>(p, shape.size(), shape.data(), view, nullptr,
+                                           nb::dtype<float>(), nb::device::cuda::value,
+                                           cudaOrdinal())));
+      continue;
+    }
+    if (!p) { // no exposed storage: a host copy, written back below
+      copies[i].resize(size_t(t->numel()));
+      MOLT_RETURN_IF_ERROR(exec.read(names[i], copies[i].data(), t->bytes()));
+      p = copies[i].data();
+    }
+    arrays.append(nb::cast(nb::ndarray<nb::numpy, float>(p, shape.size(), shape.data(), view)));
+  }
+  try {
+    reduce(names, arrays);
+  } catch (nb::python_error &e) {
+    return internalError(std::string("the reduce callback raised: ") + e.what());
+  }
+  for (size_t i = 0; i < names.size(); ++i)
+    if (!copies[i].empty())
+      MOLT_RETURN_IF_ERROR(exec.write(names[i], copies[i].data(), copies[i].size() * 4));
+  return Status::ok();
+}
+
+/// runTraining (molt-train's driver) for one rank, with `reduce` as its all-reduce.
+void runTrainingRank(TrainOptions opts, int rank, int world, nb::object reduce) {
+  opts.parallel.rank = rank;
+  opts.parallel.world = world;
+  nb::callable fn;
+  if (!reduce.is_none()) {
+    // The driver copies its options (and so this function) with the GIL released: the lambda
+    // holds only a pointer to the callable, which this frame keeps alive until it returns.
+    fn = nb::cast<nb::callable>(reduce);
+    const nb::callable *held = &fn;
+    std::string device = opts.device;
+    opts.parallel.allReduce = [held, device](Executor &exec) {
+      return callReduce(*held, exec, device);
+    };
+  }
+  Status st;
+  {
+    nb::gil_scoped_release release;
+    st = runTraining(opts);
+  }
+  check(st);
+}
 
 // Host safetensors through the runtime's reader and writer (F32 / F16 / BF16 in, F32 out).
 std::map<std::string, nb::ndarray<nb::numpy, float>> loadTensors(const std::string &path) {
@@ -497,14 +568,41 @@ NB_MODULE(_molt, m) {
   m.def("clear_stop", &clearStopRequest);
   m.def("install_stop_handlers", [] { stopHandlers().emplace(); });
   m.def("restore_signal_handlers", [] { stopHandlers().reset(); });
+  nb::class_<TrainOptions>(m, "TrainOptions")
+      .def(nb::init<>())
+      .def_rw("bundle", &TrainOptions::bundle)
+      .def_rw("spec", &TrainOptions::spec)
+      .def_rw("data", &TrainOptions::data)
+      .def_rw("val", &TrainOptions::val)
+      .def_rw("out", &TrainOptions::out)
+      .def_rw("steps", &TrainOptions::steps)
+      .def_rw("schedule_steps", &TrainOptions::scheduleSteps)
+      .def_rw("batch", &TrainOptions::batch)
+      .def_rw("lr", &TrainOptions::lr)
+      .def_rw("lambda_", &TrainOptions::lambda)
+      .def_rw("decay", &TrainOptions::decay)
+      .def_rw("seed", &TrainOptions::seed)
+      .def_rw("device", &TrainOptions::device)
+      .def_rw("resume", &TrainOptions::resume)
+      .def_rw("log_every", &TrainOptions::logEvery)
+      .def_rw("checkpoint_every", &TrainOptions::checkpointEvery)
+      .def_rw("dead_window", &TrainOptions::deadWindow)
+      .def_rw("quiet", &TrainOptions::quiet);
+  m.def("run_training", &runTrainingRank, "options"_a, "rank"_a = 0, "world"_a = 1,
+        "reduce"_a = nb::none());
+  m.attr("TRAIN_GRAD_ENTRY") = kTrainGradEntry;
+  m.attr("TRAIN_APPLY_ENTRY") = kTrainApplyEntry;
+
   m.def("load_tensors", &loadTensors, "path"_a);
   m.def("save_tensors", &saveTensors, "path"_a, "tensors"_a, "metadata"_a = std::map<std::string, std::string>{});
   m.attr("BACKWARD_ENTRY") = kBackwardEntry;
 #ifdef MOLT_PY_WITH_COMPILER
-  m.def("compile_spec", [](const std::string &spec, const std::string &out) {
+  m.def("compile_spec", [](const std::string &spec, const std::string &out,
+                           const std::string &symbol) {
     compiler::CompileOptions options;
+    options.symbol = symbol; // "" : the first layer
     check(compiler::compileSpec(spec, out, options));
-  });
+  }, "spec"_a, "out"_a, "symbol"_a = "");
   m.attr("HAS_COMPILER") = true;
 #else
   m.attr("HAS_COMPILER") = false;

@@ -323,14 +323,15 @@ Status ExecutorBase::run(const std::string &entryPoint) {
     return zeroBytes(*info(name));
   };
   // Every tensor an op of the entry accumulates into (role Acc in molt/ops.def: the yhat an
-  // apply adds to, the stats the loss terms add to) starts the entry at zero.
+  // apply adds to, the stats the loss terms add to) starts the entry at zero. train_apply has
+  // no such op, so it keeps the stats its train_grad left (docs/distributed.md).
   for (const Invocation &inv : it->second) {
     const OpSignature *sig = findOp(plan_.findKernel(inv.kernel)->op);
     for (const OpArg &a : sig->arguments)
       if (a.role == ArgRole::Acc)
         MOLT_RETURN_IF_ERROR(clear(inv.args.at(a.name)));
   }
-  if (entryPoint == "train_step")
+  if (entryPoint == "train_step" || entryPoint == kTrainGradEntry)
     for (const ParamDesc &p : plan_.params)
       MOLT_RETURN_IF_ERROR(clear("d_" + p.name));
   // Non-finite input rows: never a finite answer for them (docs/reliability.md).

@@ -228,10 +228,11 @@ StatusOr<int64_t> BatchStream::next(int64_t batch, float *x, float *y) {
       MOLT_RETURN_IF_ERROR(fill());
     int64_t take = std::max<int64_t>(0, std::min(batch - got, windowSize_ - cursor_.served));
     const float *wx = &wx_[size_t(cursor_.served * d)], *wy = &wy_[size_t(cursor_.served * d)];
-    for (int64_t i = 0; i < take * d; ++i) {
-      x[got * d + i] = wx[i] * norm_.x_scale;
-      y[got * d + i] = wy[i] * norm_.y_scale;
-    }
+    if (x && y)
+      for (int64_t i = 0; i < take * d; ++i) {
+        x[got * d + i] = wx[i] * norm_.x_scale;
+        y[got * d + i] = wy[i] * norm_.y_scale;
+      }
     got += take;
     cursor_.served += take;
     rowsSinceWrap_ += take;

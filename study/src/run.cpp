@@ -154,7 +154,10 @@ public:
 private:
   Status prepare();
   Status loop();
+  bool writer() const { return opts_.parallel.rank == 0; }
   Status checkpoint() {
+    if (!writer())
+      return Status::ok();
     state_ = trainer_->state();
     state_.cursor = stream_->cursor();
     return saveCheckpoint(paths_.checkpoint, *exec_, state_, config_);
@@ -196,6 +199,16 @@ Status TrainRun::prepare() {
                  opts_.out.c_str());
     opts_.resume = false;
   }
+  const DataParallel &dp = opts_.parallel;
+  if (dp.world < 1 || dp.rank < 0 || dp.rank >= dp.world)
+    return invalidArgument("rank " + std::to_string(dp.rank) + " of world size " +
+                           std::to_string(dp.world) + " is not a valid rank");
+  if (dp.world > 1 && !dp.allReduce)
+    return invalidArgument("a run of " + std::to_string(dp.world) +
+                           " ranks needs an all-reduce (python -m molt.train under torchrun)");
+  if (opts_.batch % dp.world != 0)
+    return invalidArgument("--batch " + std::to_string(opts_.batch) +
+                           " does not divide by the world size " + std::to_string(dp.world));
   if (opts_.resume) {
     bundleDir_ = paths_.bundle;
   } else {
@@ -210,8 +223,12 @@ Status TrainRun::prepare() {
   plan_ = std::move(*plan);
   if (!plan_.entry_points.count("train_step"))
     return invalidArgument(bundleDir_ + ": the bundle has no train_step entry point");
+  if (dp.active())
+    addTrainPhases(plan_);
   if (opts_.resume && !opts_.bundle.empty() && opts_.bundle != paths_.bundle) {
     StatusOr<Plan> given = loadPlan(opts_.bundle);
+    if (given && dp.active())
+      addTrainPhases(*given);
     if (given && planToJson(*given) != planToJson(plan_))
       return invalidArgument(opts_.bundle + " differs from the bundle the run was started "
                                             "with (" + paths_.bundle + ")");
@@ -274,7 +291,8 @@ Status TrainRun::prepare() {
   if (!backend)
     return backend.status();
   backend_ = std::move(*backend);
-  StatusOr<std::unique_ptr<Executor>> exec = backend_->prepare(plan_, bundleDir_, opts_.batch);
+  StatusOr<std::unique_ptr<Executor>> exec =
+      backend_->prepare(plan_, bundleDir_, opts_.batch / dp.world);
   if (!exec)
     return exec.status();
   exec_ = std::move(*exec);
@@ -288,9 +306,11 @@ Status TrainRun::prepare() {
                                           /*shuffle=*/true, /*wrap=*/true, state_.norm);
   if (opts_.resume)
     MOLT_RETURN_IF_ERROR(stream_->seek(state_.cursor));
-  trainer_ = std::make_unique<Trainer>(*exec_, *stream_, config_.schedule, state_);
+  trainer_ = std::make_unique<Trainer>(*exec_, *stream_, config_.schedule, state_, dp);
 
-  // Only now is the run directory touched.
+  // Only now is the run directory touched, and only by rank 0.
+  if (!writer())
+    return Status::ok();
   MOLT_RETURN_IF_ERROR(makeDirs(opts_.out));
   removeStaleTemps(opts_.out);
   if (isDirectory(paths_.bundle))
@@ -354,7 +374,7 @@ Status TrainRun::loop() {
     w.add(*st);
     const TrainState &s = trainer_->state();
     bool last = s.step == opts_.steps;
-    if (s.step % opts_.logEvery == 0 || last) {
+    if ((s.step % opts_.logEvery == 0 || last) && writer()) {
       std::array<float, 8> sc = stepScalars(config_.schedule, s.step, s.adamStep, opts_.batch);
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - w.start)
                         .count();
@@ -400,6 +420,8 @@ Status TrainRun::run() {
   if (stream_->skippedRows() > 0 && !opts_.quiet)
     std::fprintf(stderr, "molt-train: skipped %lld data rows with NaN or Inf\n",
                  (long long)stream_->skippedRows());
+  if (!writer())
+    return Status::ok();
   MOLT_RETURN_IF_ERROR(writeWeights(paths_, *exec_, trainer_->state().norm));
   if (val_) {
     StatusOr<TensorMap> params = readTensors(*exec_);

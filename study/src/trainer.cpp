@@ -114,8 +114,17 @@ std::array<float, 8> stepScalars(const Schedule &s, int64_t step, int64_t adamSt
           float(s.eps),   float(s.clip), float(adamStep + 1), float(1.0 / double(batch))};
 }
 
-Trainer::Trainer(Executor &exec, BatchStream &data, Schedule schedule, TrainState state)
-    : exec_(exec), data_(data), schedule_(std::move(schedule)), state_(std::move(state)) {
+std::vector<std::string> reducedTensors(const Plan &plan) {
+  std::vector<std::string> out = {"stats"};
+  for (const ParamDesc &p : plan.params)
+    out.push_back("d_" + p.name);
+  return out;
+}
+
+Trainer::Trainer(Executor &exec, BatchStream &data, Schedule schedule, TrainState state,
+                 DataParallel dp)
+    : exec_(exec), data_(data), schedule_(std::move(schedule)), dp_(std::move(dp)),
+      state_(std::move(state)) {
   int64_t d = exec.plan().model.d_model, b = exec.batch();
   x_.resize(size_t(b * d));
   y_.resize(size_t(b * d));
@@ -126,17 +135,35 @@ Trainer::Trainer(Executor &exec, BatchStream &data, Schedule schedule, TrainStat
 }
 
 StatusOr<StepStats> Trainer::step() {
-  int64_t b = exec_.batch();
-  StatusOr<int64_t> got = data_.next(b, x_.data(), y_.data());
-  if (!got)
-    return got.status();
-  if (*got != b)
-    return internalError("a wrapping data stream returned a short batch");
+  const int64_t b = exec_.batch();
+  const bool parallel = dp_.active();
+  // This rank's part of the global batch: the rows before it are the lower ranks', the rows
+  // after it the higher ranks'. Every rank passes over all of them, so the cursors agree.
+  for (auto [count, into] : {std::pair<int64_t, bool>{b * dp_.rank, false}, {b, true},
+                             {b * (dp_.world - 1 - dp_.rank), false}}) {
+    if (count == 0)
+      continue;
+    StatusOr<int64_t> got =
+        data_.next(count, into ? x_.data() : nullptr, into ? y_.data() : nullptr);
+    if (!got)
+      return got.status();
+    if (*got != count)
+      return internalError("a wrapping data stream returned a short batch");
+  }
   MOLT_RETURN_IF_ERROR(exec_.write("x", x_.data(), x_.size() * 4));
   MOLT_RETURN_IF_ERROR(exec_.write("y", y_.data(), y_.size() * 4));
   std::array<float, 8> scalars = stepScalars(schedule_, state_.step + 1, state_.adamStep, b);
   MOLT_RETURN_IF_ERROR(exec_.write("scalars", scalars.data(), sizeof scalars));
-  MOLT_RETURN_IF_ERROR(exec_.run("train_step"));
+  if (parallel) {
+    MOLT_RETURN_IF_ERROR(exec_.run(kTrainGradEntry));
+    MOLT_RETURN_IF_ERROR(exec_.synchronize());
+    if (dp_.allReduce)
+      MOLT_RETURN_IF_ERROR(dp_.allReduce(exec_).withContext("all-reduce"));
+    MOLT_RETURN_IF_ERROR(exec_.run(kTrainApplyEntry));
+  } else {
+    MOLT_RETURN_IF_ERROR(exec_.run("train_step"));
+  }
+  const int64_t tokens = b * std::max(dp_.world, 1);
   std::array<float, 16> stats{};
   MOLT_RETURN_IF_ERROR(exec_.read("stats", stats.data(), sizeof stats));
 
@@ -146,12 +173,12 @@ StatusOr<StepStats> Trainer::step() {
   s.penalty = stats[2];
   s.active = stats[3];
   s.gradNorm = std::sqrt(double(stats[4]));
-  s.loss = (s.sse + double(scalars[0]) * s.penalty) / double(b);
+  s.loss = (s.sse + double(scalars[0]) * s.penalty) / double(tokens);
   // The adam kernel already refused the update when stats[5] is set; the host only counts.
   s.skipped = stats[5] > 0 || !std::isfinite(s.loss);
-  s.tokens = b;
+  s.tokens = tokens;
   ++state_.step;
-  state_.tokens += b;
+  state_.tokens += tokens;
   if (s.skipped) {
     ++state_.skipped;
     if (++state_.consecutiveSkipped >= maxConsecutiveSkips)
@@ -166,7 +193,9 @@ StatusOr<StepStats> Trainer::step() {
     StatusOr<int64_t> active = trackActivity();
     if (!active)
       return active.status();
-    if (*active >= 0)
+    // In a parallel run stats[3] is already the global count; the activity seen here (and
+    // so the dead fraction) is this rank's part of the batch.
+    if (*active >= 0 && !parallel)
       s.active = double(*active);
   }
   return s;

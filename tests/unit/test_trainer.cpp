@@ -5,7 +5,11 @@
 
 #include <cmath>
 #include <filesystem>
+#include <condition_variable>
+#include <mutex>
 #include <numeric>
+#include <random>
+#include <thread>
 
 #include "molt/backend.h"
 #include "molt/synth.h"
@@ -204,3 +208,171 @@ TEST(Trainer, NonFiniteStepsAreSkippedAndStopTheRun) {
 }
 
 } // namespace
+
+// The data-parallel split: train_grad then train_apply is train_step, bit for bit, on every
+// fixture kind; and a Trainer with a DataParallel of one rank (an all-reduce that changes
+// nothing) trains exactly as a plain one, calling its all-reduce once per step.
+TEST(Trainer, TrainPhasesAreTrainStepSplitInTwo) {
+  for (const char *name : {"tiny-molt", "tiny-transcoder-jumprelu", "tiny-transcoder-topk"}) {
+    SCOPED_TRACE(name);
+    molt::Plan plan = fixturePlan(name);
+    molt::addTrainPhases(plan);
+    ASSERT_TRUE(plan.entry_points.count(molt::kTrainGradEntry));
+    const auto &apply = plan.entry_points.at(molt::kTrainApplyEntry);
+    ASSERT_EQ(apply.size(), 2u); // grad_norm, adam
+    EXPECT_EQ(plan.findKernel(apply[0].kernel)->op, "grad_norm");
+    EXPECT_EQ(plan.entry_points.at(molt::kTrainGradEntry).size() + 2,
+              plan.entry_points.at("train_step").size());
+    const int64_t d = plan.model.d_model, b = 32;
+    auto whole = cpuExecutor(plan, name, b), split = cpuExecutor(plan, name, b);
+    molt::TensorMap init = molt::initParams(plan, 4);
+    ASSERT_TRUE(molt::writeTensors(*whole, init).isOk());
+    ASSERT_TRUE(molt::writeTensors(*split, init).isOk());
+    std::mt19937 rng(1);
+    std::normal_distribution<float> normal;
+    std::vector<float> x(size_t(b * d)), y(size_t(b * d));
+    for (int step = 1; step <= 3; ++step) {
+      for (size_t i = 0; i < x.size(); ++i) {
+        x[i] = normal(rng);
+        y[i] = 0.5f * x[(i + 1) % x.size()];
+      }
+      molt::Schedule s;
+      s.lambda = 0.01;
+      auto scalars = molt::stepScalars(s, step, step - 1, b);
+      for (molt::Executor *e : {whole.get(), split.get()}) {
+        ASSERT_TRUE(e->write("x", x.data(), x.size() * 4).isOk());
+        ASSERT_TRUE(e->write("y", y.data(), y.size() * 4).isOk());
+        ASSERT_TRUE(e->write("scalars", scalars.data(), sizeof scalars).isOk());
+      }
+      ASSERT_TRUE(whole->run("train_step").isOk());
+      ASSERT_TRUE(split->run(molt::kTrainGradEntry).isOk());
+      ASSERT_TRUE(split->run(molt::kTrainApplyEntry).isOk());
+      std::array<float, 16> s1{}, s2{};
+      ASSERT_TRUE(whole->read("stats", s1.data(), sizeof s1).isOk());
+      ASSERT_TRUE(split->read("stats", s2.data(), sizeof s2).isOk());
+      EXPECT_EQ(s1, s2); // train_apply kept the loss stats train_grad left
+      EXPECT_GT(s1[0], 0.0f);
+    }
+    auto a = molt::readTensors(*whole), c = molt::readTensors(*split);
+    ASSERT_TRUE(a.isOk() && c.isOk());
+    EXPECT_EQ(*a, *c);
+    EXPECT_NE(*a, init);
+  }
+}
+
+TEST(Trainer, OneRankDataParallelTrainsAsThePlainTrainer) {
+  molt::Plan plan = fixturePlan("tiny-molt");
+  molt::addTrainPhases(plan);
+  std::string dir = synthData(plan.model.d_model);
+  auto set = molt::ShardSet::open(dir + "/train", plan.model.d_model);
+  ASSERT_TRUE(set.isOk());
+  std::vector<molt::TensorMap> results;
+  int calls = 0;
+  for (bool parallel : {false, true}) {
+    auto exec = cpuExecutor(plan, "tiny-molt", 64);
+    ASSERT_TRUE(molt::writeTensors(*exec, molt::initParams(plan, 2)).isOk());
+    molt::BatchStream stream(**set, 9, 1024, true, true);
+    molt::DataParallel dp;
+    if (parallel)
+      dp.allReduce = [&calls](molt::Executor &) { ++calls; return molt::Status::ok(); };
+    molt::Schedule s;
+    s.steps = 20;
+    molt::Trainer trainer(*exec, stream, s, molt::TrainState{}, dp);
+    for (int i = 0; i < 20; ++i)
+      ASSERT_TRUE(trainer.step().isOk());
+    auto params = molt::readTensors(*exec);
+    ASSERT_TRUE(params.isOk());
+    results.push_back(*params);
+  }
+  EXPECT_EQ(calls, 20);
+  EXPECT_EQ(results[0], results[1]);
+}
+
+// Two data-parallel ranks on threads, their stats summed and gradients averaged through shared
+// memory, train as one executor on the global batch: the C++ half of python -m molt.train.
+// (Adam is blind to a constant gradient scale; the reported gradient norm is not.)
+TEST(Trainer, TwoRanksOnThreadsTrainAsOneExecutorOnTheGlobalBatch) {
+  molt::Plan plan = fixturePlan("tiny-molt");
+  molt::addTrainPhases(plan);
+  std::string dir = synthData(plan.model.d_model);
+  auto set = molt::ShardSet::open(dir + "/train", plan.model.d_model);
+  ASSERT_TRUE(set.isOk());
+  const int steps = 30;
+  molt::Schedule schedule;
+  schedule.steps = steps;
+  schedule.lambda = 0.01;
+  struct Result {
+    molt::TensorMap params;
+    std::vector<double> loss, gradNorm;
+  };
+  auto train = [&](int64_t batch, molt::DataParallel dp, Result &out) {
+    auto exec = cpuExecutor(plan, "tiny-molt", batch);
+    ASSERT_TRUE(molt::writeTensors(*exec, molt::initParams(plan, 2)).isOk());
+    molt::BatchStream stream(**set, 9, 1024, true, true);
+    molt::Trainer trainer(*exec, stream, schedule, molt::TrainState{}, dp);
+    for (int i = 0; i < steps; ++i) {
+      auto st = trainer.step();
+      ASSERT_TRUE(st.isOk()) << st.status().message();
+      out.loss.push_back(st->loss);
+      out.gradNorm.push_back(st->gradNorm);
+    }
+    EXPECT_EQ(trainer.state().tokens, steps * 64);
+    out.params = *molt::readTensors(*exec);
+  };
+  Result one;
+  train(64, {}, one);
+
+  // A two-party barrier and the parts each rank contributes.
+  std::mutex m;
+  std::condition_variable cv;
+  int arrived = 0, generation = 0;
+  auto barrier = [&] {
+    std::unique_lock<std::mutex> lock(m);
+    int gen = generation;
+    if (++arrived == 2) {
+      arrived = 0;
+      ++generation;
+      cv.notify_all();
+    } else {
+      cv.wait(lock, [&] { return generation != gen; });
+    }
+  };
+  std::vector<molt::TensorMap> parts(2);
+  auto allReduce = [&](int rank) {
+    return [&, rank](molt::Executor &exec) -> molt::Status {
+      auto mine = molt::readTensors(exec, molt::reducedTensors(plan));
+      if (!mine)
+        return mine.status();
+      parts[size_t(rank)] = *mine;
+      barrier();
+      for (auto &[name, v] : *mine)
+        for (size_t i = 0; i < v.size(); ++i) {
+          float sum = parts[0][name][i] + parts[1][name][i]; // rank order on both ranks
+          v[i] = name == "stats" ? sum : sum / 2;
+        }
+      barrier(); // both have read the parts before either overwrites them next step
+      return molt::writeTensors(exec, *mine);
+    };
+  };
+  std::vector<Result> ranks(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] { train(32, {r, 2, allReduce(r)}, ranks[size_t(r)]); });
+  for (std::thread &t : threads)
+    t.join();
+  EXPECT_EQ(ranks[0].params, ranks[1].params); // the same update on both ranks
+  for (const molt::ParamDesc &p : plan.params) {
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < one.params[p.name].size(); ++i) {
+      diff += std::pow(double(ranks[0].params[p.name][i]) - one.params[p.name][i], 2);
+      norm += std::pow(double(one.params[p.name][i]), 2);
+    }
+    EXPECT_LT(std::sqrt(diff / norm), 1e-5) << p.name;
+  }
+  for (int i = 0; i < steps; ++i) {
+    EXPECT_NEAR(ranks[0].loss[size_t(i)], one.loss[size_t(i)], 1e-5 * one.loss[size_t(i)]);
+    EXPECT_NEAR(ranks[0].gradNorm[size_t(i)], one.gradNorm[size_t(i)],
+                1e-5 * one.gradNorm[size_t(i)]);
+  }
+  EXPECT_NE(one.params, molt::initParams(plan, 2));
+}

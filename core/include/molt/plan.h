@@ -133,4 +133,14 @@ std::string planToJson(const Plan &plan);
 /// Writes DIR/manifest.json atomically (creates DIR).
 Status writePlan(const Plan &plan, const std::string &bundleDir);
 
+/// train_step in two halves, for data-parallel training (docs/distributed.md): `train_grad`
+/// is train_step up to its first grad_norm (forward, loss, penalty, every d_p and the loss
+/// stats) and `train_apply` the rest (grad_norm and adam). Between them the caller may change
+/// the gradients and stats in place, e.g. all-reduce them across ranks. The runtime zeroes d_p
+/// before train_grad as before train_step, and keeps `stats` for train_apply (it reads them).
+inline constexpr const char *kTrainGradEntry = "train_grad";
+inline constexpr const char *kTrainApplyEntry = "train_apply";
+/// Adds both entries to a plan with a train_step (a no-op for a forward-only plan).
+void addTrainPhases(Plan &plan);
+
 } // namespace molt

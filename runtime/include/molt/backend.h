@@ -46,7 +46,8 @@ public:
   virtual Status read(const std::string &name, void *host, size_t bytes) = 0;
   virtual Status zero(const std::string &name) = 0;
   /// Runs an entry point: zeroes what its ops accumulate into (`stats`, `yhat`; molt/ops.def's
-  /// Acc role) and, for train_step, every d_p; then runs each invocation.
+  /// Acc role) and, for train_step and train_grad, every d_p; then runs each invocation.
+  /// train_apply accumulates nothing, so it keeps train_grad's stats (molt/plan.h).
   virtual Status run(const std::string &entryPoint) = 0;
   /// Waits for queued work (a no-op on the CPU).
   virtual Status synchronize() = 0;

@@ -60,7 +60,8 @@ class BatchStream {
 public:
   BatchStream(const ShardSet &data, uint64_t seed, int64_t windowRows, bool shuffle, bool wrap,
               Normalization norm = {});
-  /// Fills up to `batch` rows; returns how many (0 at the end of an unwrapped stream).
+  /// Fills up to `batch` rows; returns how many (0 at the end of an unwrapped stream). With
+  /// x and y null the rows are passed over (a data-parallel rank skipping the others' parts).
   StatusOr<int64_t> next(int64_t batch, float *x, float *y);
   const DataCursor &cursor() const { return cursor_; }
   /// Jumps to a saved cursor (InvalidArgument when it does not fit this data set).

@@ -8,6 +8,7 @@
 #include "molt/evaluator.h"
 #include "molt/jacobian.h"
 #include "molt/status.h"
+#include "molt/trainer.h"
 
 namespace molt {
 
@@ -31,6 +32,9 @@ struct TrainOptions {
   /// runTraining then returns Code::Cancelled. A stop requested with molt::requestStop() is
   /// honoured either way.
   bool stopOnSignals = true;
+  /// Data-parallel training (python -m molt.train under torchrun): `batch` stays the global
+  /// batch and must divide by the world size; only rank 0 writes into `out`.
+  DataParallel parallel;
 };
 
 /// Trains into opts.out. Every failure is one line; files already written stay intact (a

@@ -66,10 +66,27 @@ struct StepStats {
   int64_t tokens = 0;
 };
 
-/// Drives train_step on one executor: data in, scalars in, stats out, activity tracked.
+/// One rank of a data-parallel run (docs/distributed.md). Every rank runs the same shuffled
+/// stream; each step's global batch is `world` executor batches, and rank r trains on the r-th.
+/// `allReduce` is called between train_grad and train_apply: it must replace `stats` by its
+/// sum over the ranks and every d_<p> by its mean, in place in the executor.
+struct DataParallel {
+  int rank = 0, world = 1;
+  std::function<Status(Executor &)> allReduce;
+  bool active() const { return world > 1 || allReduce; }
+};
+
+/// The tensors DataParallel::allReduce reduces: "stats" (summed), then d_<p> for every param
+/// (averaged), in plan order.
+std::vector<std::string> reducedTensors(const Plan &plan);
+
+/// Drives train_step on one executor: data in, scalars in, stats out, activity tracked. With
+/// a DataParallel, train_grad + allReduce + train_apply instead (the plan must have them:
+/// addTrainPhases); the step's tokens, loss and L0 are then the global batch's.
 class Trainer {
 public:
-  Trainer(Executor &exec, BatchStream &data, Schedule schedule, TrainState state);
+  Trainer(Executor &exec, BatchStream &data, Schedule schedule, TrainState state,
+          DataParallel dp = {});
   /// One step. Fails after `maxConsecutiveSkips` non-finite steps in a row.
   StatusOr<StepStats> step();
   const TrainState &state() const { return state_; }
@@ -84,6 +101,7 @@ private:
   Executor &exec_;
   BatchStream &data_;
   Schedule schedule_;
+  DataParallel dp_;
   TrainState state_;
   std::vector<float> x_, y_;
   std::vector<int32_t> pairPtr_;
