@@ -4,6 +4,7 @@
 #include "passes/ProgramIR.h"
 
 #include "molt/cuda_wrapper.h"
+#include "molt/ops.h"
 #include "molt/tuning.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -21,34 +22,6 @@ using namespace mlir;
 using namespace mlir::molt;
 
 namespace {
-
-/// The compile-time constants of each kernel op (docs/bundle.md, "attrs" column).
-const std::map<std::string, std::vector<const char *>> &kernelAttrNames() {
-  static const std::map<std::string, std::vector<const char *>> table = {
-      {"encode_gate", {"D", "T", "gate", "bandwidth"}},
-      {"gate_bwd", {"D", "T", "gate", "bandwidth"}},
-      {"frob_norm", {"D", "R", "N", "OFF"}},
-      {"frob_norm_bwd", {"D", "R", "N", "OFF"}},
-      {"bucket_apply", {"D", "R", "N", "OFF"}},
-      {"bucket_apply_bwd", {"D", "R", "N", "OFF"}},
-      {"add_bias", {"D"}},
-      {"mse_loss", {"D"}},
-      {"bias_grad", {"D"}},
-      {"penalty", {"T", "kind", "c"}},
-      {"grad_norm", {}},
-      {"adam", {}},
-      {"tc_encode", {"D", "F", "gate", "bandwidth", "k"}},
-      {"tc_encode_bwd", {"D", "F", "gate", "bandwidth"}},
-      {"tc_decode", {"D", "F"}},
-      {"tc_decode_bwd", {"D", "F"}},
-      {"skip_apply", {"D"}},
-      {"skip_bwd", {"D"}},
-      {"tc_penalty", {"F", "kind", "c"}},
-      {"encode_tangent", {"D", "T"}},
-      {"tc_encode_tangent", {"D", "F"}},
-  };
-  return table;
-}
 
 /// What one top-level program op launches: a kernel op and its argument binding.
 struct Launch {
@@ -265,14 +238,15 @@ struct MoltLowerToKernelsPass : ::mlir::molt::impl::MoltLowerToKernelsBase<MoltL
           op.emitError() << "has no kernel: run the fusion passes before lowering";
           return signalPassFailure();
         }
-        auto attrNames = kernelAttrNames().find(launch.op);
-        if (attrNames == kernelAttrNames().end()) {
+        // The compile-time constants of each kernel op are its attrs in molt/ops.def.
+        const ::molt::OpSignature *sig = ::molt::findOp(launch.op);
+        if (!sig) {
           op.emitError() << "lowers to unknown kernel op '" << launch.op << "'";
           return signalPassFailure();
         }
         llvm::StringMap<Attribute> facts = collectFacts(&op);
         SmallVector<NamedAttribute> attrs;
-        for (const char *name : attrNames->second) {
+        for (const std::string &name : sig->attrs) {
           Attribute value = facts.lookup(name);
           if (!value) {
             op.emitError() << "lacks the constant " << name << " of kernel " << launch.op

@@ -375,7 +375,7 @@ KernelDesc parseKernel(const json &j, const std::string &where) {
 }
 
 // Checks that every tensor an invocation names exists and that it binds exactly the op's
-// arguments (ops.h is the one table of them).
+// arguments (molt/ops.def is the one table of them).
 Invocation parseInvocation(const json &j, const std::string &where, const Plan &plan,
                            const std::set<std::string> &tensors) {
   Fields f(j, where);

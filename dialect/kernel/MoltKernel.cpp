@@ -1,4 +1,5 @@
-// The `molt_k` dialect: registration and verifiers (op names and arguments checked against ops.h).
+// The `molt_k` dialect: registration and verifiers (op names, attrs and arguments checked
+// against the op table, molt/ops.def).
 #include "dialect/kernel/MoltKernel.h"
 
 #include "molt/ops.h"
@@ -55,12 +56,20 @@ LogicalResult LaunchAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 }
 
 LogicalResult KernelOp::verify() {
-  if (!::molt::findOp(getOp().str()))
+  const ::molt::OpSignature *sig = ::molt::findOp(getOp().str());
+  if (!sig)
     return emitOpError() << "has unknown kernel op '" << getOp() << "' (see docs/bundle.md)";
-  for (NamedAttribute a : getAttrs())
+  for (NamedAttribute a : getAttrs()) {
     if (!isa<IntegerAttr, FloatAttr, StringAttr>(a.getValue()))
       return emitOpError() << "attr '" << a.getName().getValue()
                            << "' must be an integer, float or string";
+    if (!sig->hasAttr(a.getName().getValue().str()))
+      return emitOpError() << "attr '" << a.getName().getValue() << "' is not a constant of "
+                           << getOp() << " (molt/ops.def)";
+  }
+  for (const std::string &name : sig->attrs)
+    if (!getAttrs().get(name))
+      return emitOpError() << "lacks the constant " << name << " of " << getOp();
   return success();
 }
 

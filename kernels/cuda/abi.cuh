@@ -8,7 +8,7 @@
 namespace molt {
 namespace k {
 
-/// Most argument slots an op may use (the longest op in core/include/molt/ops.h has 11).
+/// Most argument slots an op may use (the longest op in core/include/molt/ops.def has 11).
 constexpr int kMaxArgs = 32;
 
 /// One trainable tensor and its companions, for the `params`-list ops (grad_norm, adam).
@@ -27,7 +27,7 @@ struct ParamEntry {
 
 /// The single by-value argument of every `extern "C" __global__` entry.
 struct Args {
-  /// Device pointers in canonical argument order (ops.h). For grad_norm / adam the `params`
+  /// Device pointers in canonical argument order (molt/ops.def). For grad_norm / adam the `params`
   /// slot is skipped: p[] holds the other arguments in order (stats; scalars, stats).
   void *p[kMaxArgs];
   long long B; // tokens in the batch

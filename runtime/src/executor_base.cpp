@@ -19,9 +19,6 @@ std::string shapeText(const std::vector<int64_t> &shape) {
   return s + "]";
 }
 
-// Ops whose `yhat` argument is an output they accumulate into (mse_loss only reads it).
-bool accumulatesYhat(const std::string &op) { return op != "mse_loss"; }
-
 } // namespace
 
 ExecutorBase::ExecutorBase(Plan plan, int64_t batch) : plan_(std::move(plan)), batch_(batch) {}
@@ -137,14 +134,14 @@ Status ExecutorBase::checkInvocation(const std::string &entry, const Invocation 
                            " arguments, op " + k->op + " takes " +
                            std::to_string(sig->args.size()));
 
-  const bool transcoder = k->op.rfind("tc_", 0) == 0;
+  const bool transcoder = sig->kind == OpKind::Transcoder;
   const int64_t B = batch_;
   const int64_t D = k->attrs.count("D") ? intAttr(*k, "D") : plan_.model.d_model;
   const int64_t T = transcoder ? (k->attrs.count("F") ? intAttr(*k, "F") : plan_.model.features)
                                : (k->attrs.count("T") ? intAttr(*k, "T") : plan_.model.numTransforms());
   const int64_t R = intAttr(*k, "R"), N = intAttr(*k, "N"), OFF = intAttr(*k, "OFF");
   const std::string gate = stringAttr(*k, "gate");
-  const bool bucketOp = k->attrs.count("R") > 0;
+  const bool bucketOp = sig->hasAttr("R");
   if (D != plan_.model.d_model)
     return invalidArgument(where + ": D = " + std::to_string(D) + " but the model has d_model " +
                            std::to_string(plan_.model.d_model));
@@ -152,28 +149,28 @@ Status ExecutorBase::checkInvocation(const std::string &entry, const Invocation 
     return invalidArgument(where + ": bucket attrs R/N/OFF out of range");
   if (k->attrs.count("gate") && gate != "jumprelu" && gate != "relu" && gate != "topk")
     return invalidArgument(where + ": unknown gate '" + gate + "'");
-  const bool encodes = k->op == "encode_gate" || k->op == "tc_encode";
+  const bool encodes = sig->encodes();
   if (encodes && gate == "topk" && intAttr(*k, "k") <= 0)
     return invalidArgument(where + ": a topk gate needs k > 0");
   if (k->attrs.count("kind") && stringAttr(*k, "kind") != "tanh" && stringAttr(*k, "kind") != "l1")
     return invalidArgument(where + ": unknown penalty kind '" + stringAttr(*k, "kind") + "'");
 
-  for (const char *argName : sig->args) {
-    const std::string arg = argName;
+  for (const OpArg &a : sig->arguments) {
+    const std::string arg = a.name;
     auto bound = inv.args.find(arg);
     if (bound == inv.args.end())
       return invalidArgument(where + ": argument '" + arg + "' is not bound");
-    if (arg == "params") {
+    if (a.dtype == ArgDType::Params) {
       for (const std::string &p : splitParams(bound->second))
         if (!plan_.findParam(p))
-          return invalidArgument(where + ": params lists unknown param '" + p + "'");
+          return invalidArgument(where + ": " + arg + " lists unknown param '" + p + "'");
       continue;
     }
     const BufferInfo *t = info(bound->second);
     if (!t)
       return invalidArgument(where + ": argument '" + arg + "' names unknown tensor '" +
                              bound->second + "'");
-    const bool isInt = arg == "pair_ptr" || arg == "pair_tok" || arg == "pair_count";
+    const bool isInt = a.dtype == ArgDType::I32;
     if ((t->dtype == DType::I32) != isInt)
       return invalidArgument(where + ": argument '" + arg + "' ('" + t->name + "') must be " +
                              (isInt ? "i32" : "f32"));
@@ -181,39 +178,58 @@ Status ExecutorBase::checkInvocation(const std::string &entry, const Invocation 
     // Exact shapes where the contract fixes them; minimum sizes where it gives a capacity.
     std::vector<int64_t> shape;
     int64_t atLeast = 0;
-    if (arg == "x" || arg == "y" || arg == "yhat" || arg == "d_yhat")
+    switch (a.shape) {
+    case ArgShape::BD:
       shape = {B, D};
-    else if (arg == "enc_w" || arg == "d_enc_w" || arg == "dec_w" || arg == "d_dec_w")
+      break;
+    case ArgShape::TD:
       shape = {T, D};
-    else if (arg == "enc_b" || arg == "d_enc_b")
+      break;
+    case ArgShape::Tvec:
       shape = {T};
-    else if (arg == "theta" || arg == "d_theta")
+      break;
+    case ArgShape::Theta:
       shape = gate == "jumprelu" || t->numel() != 1 ? std::vector<int64_t>{T} : std::vector<int64_t>{1};
-    else if (arg == "pre")
+      break;
+    case ArgShape::BT:
       shape = {B, T};
-    else if (arg == "pair_ptr")
+      break;
+    case ArgShape::PairPtr:
       shape = {T + 1};
-    else if (arg == "pair_count")
+      break;
+    case ArgShape::One:
       shape = {1};
-    else if (arg == "pair_tok" || arg == "pair_gate" || arg == "pair_pre" || arg == "pair_dgate")
-      atLeast = encodes ? B * (gate == "topk" ? std::min(intAttr(*k, "k"), T) : T)
-                    : 1;
-    else if (arg == "stats")
+      break;
+    case ArgShape::Pairs:
+      atLeast = encodes ? B * (gate == "topk" ? std::min(intAttr(*k, "k"), T) : T) : 1;
+      break;
+    case ArgShape::Stats:
       atLeast = 16;
-    else if (arg == "scalars")
+      break;
+    case ArgShape::Scalars:
       atLeast = 8;
-    else if (arg == "u" || arg == "d_u")
+      break;
+    case ArgShape::NDR:
       shape = {N, D, R};
-    else if (arg == "v" || arg == "d_v")
+      break;
+    case ArgShape::NRD:
       shape = {N, R, D};
-    else if (arg == "gram_u" || arg == "gram_v")
+      break;
+    case ArgShape::NRR:
       shape = {N, R, R};
-    else if (arg == "norm" || arg == "d_norm")
+      break;
+    case ArgShape::Norm:
       atLeast = bucketOp ? OFF + N : T;
-    else if (arg == "dec_b" || arg == "d_dec_b")
+      break;
+    case ArgShape::Dvec:
       shape = {D};
-    else if (arg == "skip_w" || arg == "d_skip_w")
+      break;
+    case ArgShape::DD:
       shape = {D, D};
+      break;
+    case ArgShape::ParamList:
+      break;
+    }
     if (!shape.empty() && t->shape != shape)
       return invalidArgument(where + ": argument '" + arg + "' ('" + t->name + "') has shape " +
                              shapeText(t->shape) + ", expected " + shapeText(shape));
@@ -276,12 +292,13 @@ Status ExecutorBase::run(const std::string &entryPoint) {
       return Status::ok();
     return zeroBytes(*info(name));
   };
-  MOLT_RETURN_IF_ERROR(clear("stats"));
+  // Every tensor an op of the entry accumulates into (role Acc in molt/ops.def: the yhat an
+  // apply adds to, the stats the loss terms add to) starts the entry at zero.
   for (const Invocation &inv : it->second) {
-    const KernelDesc *k = plan_.findKernel(inv.kernel);
-    auto yhat = inv.args.find("yhat");
-    if (yhat != inv.args.end() && accumulatesYhat(k->op))
-      MOLT_RETURN_IF_ERROR(clear(yhat->second));
+    const OpSignature *sig = findOp(plan_.findKernel(inv.kernel)->op);
+    for (const OpArg &a : sig->arguments)
+      if (a.role == ArgRole::Acc)
+        MOLT_RETURN_IF_ERROR(clear(inv.args.at(a.name)));
   }
   if (entryPoint == "train_step")
     for (const ParamDesc &p : plan_.params)

@@ -19,8 +19,9 @@ public:
   ExecutorBase(Plan plan, int64_t batch);
 
   /// Sizes every param (and its d_/m_/v_), every buffer (B = batch, P = B×T, Pk = B×N_k),
-  /// checks each invocation against ops.h (every argument bound once, to a tensor of the right
-  /// dtype and shape for the kernel's attrs), then allocates. Call once, from the factory.
+  /// checks each invocation against the op table, molt/ops.def (every argument bound once, to a
+  /// tensor of the dtype and shape its row gives for the kernel's attrs), then allocates. Call
+  /// once, from the factory.
   Status initialize();
 
   const Plan &plan() const override { return plan_; }
@@ -30,8 +31,8 @@ public:
   Status write(const std::string &name, const void *host, size_t bytes) override;
   Status read(const std::string &name, void *host, size_t bytes) override;
   Status zero(const std::string &name) override;
-  /// Zeroes `stats`, `yhat` (when the entry point accumulates into it) and, for train_step,
-  /// every d_p; then launches each invocation in order.
+  /// Zeroes every tensor an invocation binds to an accumulating (Acc) argument of its op, such
+  /// as `stats` and `yhat`, and, for train_step, every d_p; then launches each invocation.
   Status run(const std::string &entryPoint) override;
   Status synchronize() override { return Status::ok(); }
 

@@ -13,16 +13,13 @@
 #include "molt/cuda_wrapper.h"
 #include "molt/backend.h"
 #include "molt/io.h"
+#include "molt/ops.h"
 #include "molt/trainer.h"
 #include "molt/tuning.h"
 
 namespace molt::tune {
 
 namespace {
-
-int64_t attr(const KernelDesc &k, const char *name, int64_t fallback) {
-  return detail::attrInt(k, name, fallback);
-}
 
 /// "cdiv(B,8)" -> 8 (the tokens per block); 0 when the grid is not of that form.
 int64_t tokensPerBlock(const std::string &grid) {
@@ -200,29 +197,12 @@ private:
 
 } // namespace
 
-double estimatedWork(const KernelDesc &k, int64_t batch, int64_t dModel) {
-  const double B = double(batch), D = double(dModel);
-  const double T = double(attr(k, "T", attr(k, "F", 1))), R = double(attr(k, "R", 1));
-  const double N = double(attr(k, "N", 1));
-  const std::string &op = k.op;
-  if (op == "encode_gate" || op == "tc_encode" || op == "gate_bwd" || op == "tc_encode_bwd" ||
-      op == "tc_decode" || op == "tc_decode_bwd")
-    return B * D * T;
-  if (op == "bucket_apply" || op == "bucket_apply_bwd")
-    return B * 2 * D * R; // a pair per token at the typical L0 of a bucket, roughly
-  if (op == "frob_norm" || op == "frob_norm_bwd")
-    return N * D * R * R;
-  if (op == "skip_apply" || op == "skip_bwd")
-    return B * D * D;
-  return B * D; // elementwise ops, penalties, optimizer (the param count is about B·D)
-}
-
 std::vector<Candidate> candidates(const KernelDesc &k, const std::string &device, int64_t batch,
                                   int64_t dModel, int hardwareThreads) {
   std::vector<Candidate> out;
   if (device == "cpu") {
     out.push_back({0, {}, "heuristic"});
-    const double work = estimatedWork(k, batch, dModel);
+    const double work = opWork(k, batch, dModel);
     for (int t = 1; t <= hardwareThreads; t *= 2) {
       // Pruned: more threads than the kernel gives a parallel region's worth of work each.
       if (t > 1 && work / t < double(cpu::kParallelWork))
@@ -250,7 +230,7 @@ std::vector<Candidate> candidates(const KernelDesc &k, const std::string &device
       int64_t blocks = std::atoll(gx.c_str());
       int64_t n = scale > 0 ? blocks / scale : blocks * 2;
       // Pruned: fewer than 8 blocks starves the GPU; more blocks than work items only idles.
-      if (n < 8 || n > int64_t(estimatedWork(k, batch, dModel)))
+      if (n < 8 || n > int64_t(opWork(k, batch, dModel)))
         continue;
       l.grid[0] = std::to_string(n);
     } else {

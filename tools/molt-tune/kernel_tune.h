@@ -34,9 +34,6 @@ struct Candidate {
 std::vector<Candidate> candidates(const KernelDesc &k, const std::string &device, int64_t batch,
                                   int64_t dModel, int hardwareThreads);
 
-/// Multiply-adds one launch does at `batch` tokens (the cost model's unit), roughly.
-double estimatedWork(const KernelDesc &k, int64_t batch, int64_t dModel);
-
 /// Tunes every kernel not yet in the database, saving after each one; then times the whole
 /// train step (heuristic, per-kernel winners, CPU: every kernel at one thread count) and keeps
 /// the fastest of those in the database. Prints a line per kernel and per step configuration.

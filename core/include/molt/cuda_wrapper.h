@@ -5,60 +5,40 @@
 // device templates in kernels/cuda/*.cuh (see kernels/cuda/README.md). Pure C++; no CUDA.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "molt/ops.h"
 #include "molt/plan.h"
 #include "molt/status.h"
 
 namespace molt {
 
-/// The device header (under molt_kernels/) that defines an op's template, or "" if unknown.
+/// The device header (under molt_kernels/) that defines an op's template (molt/ops.def), or ""
+/// if the op is unknown.
 inline std::string cudaKernelHeader(const std::string &op) {
-  static const char *const table[][2] = {
-      {"encode_gate", "encode_gate.cuh"},       {"tc_encode", "encode_gate.cuh"},
-      {"frob_norm", "frob_norm.cuh"},           {"frob_norm_bwd", "frob_norm.cuh"},
-      {"bucket_apply", "bucket_apply.cuh"},     {"bucket_apply_bwd", "bucket_apply.cuh"},
-      {"add_bias", "loss.cuh"},                 {"mse_loss", "loss.cuh"},
-      {"bias_grad", "loss.cuh"},                {"penalty", "penalty.cuh"},
-      {"tc_penalty", "penalty.cuh"},            {"gate_bwd", "gate_bwd.cuh"},
-      {"tc_encode_bwd", "gate_bwd.cuh"},        {"grad_norm", "optimizer.cuh"},
-      {"adam", "optimizer.cuh"},                {"tc_decode", "transcoder.cuh"},
-      {"tc_decode_bwd", "transcoder.cuh"},      {"skip_apply", "transcoder.cuh"},
-      {"skip_bwd", "transcoder.cuh"},           {"encode_tangent", "jvp.cuh"},
-      {"tc_encode_tangent", "jvp.cuh"},
-  };
-  for (const auto &row : table)
-    if (op == row[0])
-      return row[1];
-  return "";
+  const OpSignature *sig = findOp(op);
+  return sig ? sig->header : "";
 }
 
-/// Every header a bundle's molt_kernels/ folder must hold (copied from kernels/cuda/).
+/// Every header a bundle's molt_kernels/ folder must hold (copied from kernels/cuda/): the
+/// support headers the templates include, then each op's header once.
 inline const std::vector<std::string> &cudaKernelHeaderFiles() {
-  static const std::vector<std::string> files = {
-      "abi.cuh",      "common.cuh",  "tile.cuh",        "encode_gate.cuh", "frob_norm.cuh",
-      "bucket_apply.cuh",
-      "loss.cuh",     "penalty.cuh", "gate_bwd.cuh",    "optimizer.cuh", "transcoder.cuh",
-      "jvp.cuh",      "topk.cuh"};
+  static const std::vector<std::string> files = [] {
+    std::vector<std::string> out = {"abi.cuh", "common.cuh", "tile.cuh", "topk.cuh"};
+    for (const OpSignature &s : opSignatures())
+      if (std::find(out.begin(), out.end(), s.header) == out.end())
+        out.push_back(s.header);
+    return out;
+  }();
   return files;
 }
 
 namespace detail {
-inline int64_t attrInt(const KernelDesc &k, const char *name, int64_t fallback) {
-  auto it = k.attrs.find(name);
-  if (it == k.attrs.end())
-    return fallback;
-  if (auto *v = std::get_if<int64_t>(&it->second))
-    return *v;
-  if (auto *d = std::get_if<double>(&it->second))
-    return int64_t(*d);
-  return fallback;
-}
-inline std::string cdivText(int64_t x, int64_t n) { return std::to_string((x + n - 1) / n); }
 inline bool isIdentifier(const std::string &s) {
   if (s.empty() || (s[0] >= '0' && s[0] <= '9'))
     return false;
@@ -70,74 +50,16 @@ inline bool isIdentifier(const std::string &s) {
 } // namespace detail
 
 /// 32-bit words of zeroed device scratch (Args::work) a kernel needs at a batch of `batch`
-/// tokens; 0 for most ops. A TopK tc_encode parks two words per token (encode_gate.cuh).
+/// tokens (molt/ops.def's scratch column; 0 for most ops).
 inline int64_t cudaWorkWords(const KernelDesc &k, int64_t batch) {
-  if (k.op == "encode_gate")
-    return 16 + detail::attrInt(k, "T", 0);
-  if (k.op == "tc_encode") {
-    auto gate = k.attrs.find("gate");
-    const bool topk = gate != k.attrs.end() && std::holds_alternative<std::string>(gate->second) &&
-                      std::get<std::string>(gate->second) == "topk";
-    return 16 + detail::attrInt(k, "F", 0) + (topk ? 2 * batch : 0);
-  }
-  if (k.op == "frob_norm")
-    return 16 + 2 * detail::attrInt(k, "N", 0);
-  return 0;
+  return opScratchWords(k, batch);
 }
 
 /// The default launch for an op with the given attrs: what the lowering's heuristic records
-/// when molt-tune has nothing better. Every kernel walks its work with a grid-stride or ticket
-/// loop, so any grid is correct; these are the sizes that fill an H100 at the reference shapes.
-inline LaunchConfig cudaDefaultLaunch(const KernelDesc &k) {
-  LaunchConfig l;
-  l.block[0] = 256;
-  const int64_t D = detail::attrInt(k, "D", 1), T = detail::attrInt(k, "T", 1);
-  const int64_t R = detail::attrInt(k, "R", 1), N = detail::attrInt(k, "N", 1);
-  const int64_t F = detail::attrInt(k, "F", 1);
-  auto grid = [&](std::string x, std::string y = "1") {
-    l.grid[0] = std::move(x);
-    l.grid[1] = std::move(y);
-    l.grid[2] = "1";
-  };
-  const std::string &op = k.op;
-  if (op == "encode_gate" || op == "tc_encode") {
-    grid("cdiv(B,64)", detail::cdivText(op == "encode_gate" ? T : F, 64));
-    l.tile_m = 64, l.tile_n = 64, l.tile_k = 32;
-  } else if (op == "frob_norm") {
-    grid(std::to_string(N * ((R + 63) / 64) * ((R + 63) / 64)));
-    l.tile_m = 64, l.tile_n = 64, l.tile_k = 32;
-  } else if (op == "frob_norm_bwd") {
-    int64_t items = 2 * N * ((D + 63) / 64) * ((R + 63) / 64);
-    grid(std::to_string(items < 4096 ? items : 4096));
-    l.tile_m = 64, l.tile_n = 64, l.tile_k = 32;
-  } else if (op == "bucket_apply" || op == "bucket_apply_bwd") {
-    grid("cdiv(B,8)");
-    l.tile_m = 64, l.tile_n = R < 64 ? ((R + 15) / 16) * 16 : 64, l.tile_k = 32;
-  } else if (op == "add_bias" || op == "mse_loss") {
-    grid("cdiv(B,4)");
-  } else if (op == "bias_grad") {
-    grid(detail::cdivText(D, 32));
-  } else if (op == "penalty") {
-    grid(detail::cdivText(T, 8));
-  } else if (op == "tc_penalty") {
-    grid(detail::cdivText(F, 8));
-  } else if (op == "gate_bwd" || op == "encode_tangent") {
-    grid(std::to_string(T));
-  } else if (op == "tc_encode_tangent") {
-    grid(std::to_string(F));
-  } else if (op == "tc_encode_bwd" || op == "tc_decode" || op == "tc_decode_bwd") {
-    grid(std::to_string(F));
-  } else if (op == "grad_norm") {
-    grid("264");
-  } else if (op == "adam") {
-    grid("1056");
-  } else if (op == "skip_apply") {
-    grid("cdiv(B,64)", detail::cdivText(D, 64));
-  } else if (op == "skip_bwd") {
-    grid(detail::cdivText(D, 64), detail::cdivText(D, 64));
-  }
-  return l;
-}
+/// when molt-tune has nothing better (molt/ops.def's grid and tile columns). Every kernel walks
+/// its work with a grid-stride or ticket loop, so any grid is correct; the table's sizes are the
+/// ones that fill an H100 at the reference shapes.
+inline LaunchConfig cudaDefaultLaunch(const KernelDesc &k) { return opDefaultLaunch(k); }
 
 /// The whole `<kernel>.cu` text for a kernel: a config struct of its attrs and launch, and the
 /// `extern "C" __global__` entry that calls the op's device template with it. `precision` is the

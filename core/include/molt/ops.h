@@ -1,60 +1,104 @@
-// The kernel-op vocabulary of docs/bundle.md: for each op, its argument names in canonical
-// order. The plan loader checks every invocation against this table; the CPU backend
-// dispatches on it; the CUDA backend passes device pointers in this order (molt::k::Args);
-// the compiler's emitter writes invocations with these names. One table, one place.
+// The typed view of molt's kernel-op table (molt/ops.def, contract in docs/bundle.md): each op's
+// arguments in canonical order with their roles, dtypes and shape rules, its attrs, kind,
+// device header, and the launch facts derived from it. The plan loader checks invocations with
+// it, the executors infer shapes from it, the CUDA emitter and the tuner read it, the compiler's
+// lowering records its attrs. The rows live only in ops.def; this header only describes them.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
+#include "molt/plan.h"
+
 namespace molt {
 
-struct OpSignature {
-  const char *op;
-  std::vector<const char *> args; // canonical order: inputs, then outputs
+/// Every op of the table, in table order (OpId::Count: how many).
+enum class OpId : size_t {
+#define MOLT_OP(name, ...) name,
+#include "molt/ops.def"
+  Count
 };
 
-inline const std::vector<OpSignature> &opSignatures() {
-  static const std::vector<OpSignature> table = {
-      // molt layer
-      {"encode_gate", {"x", "enc_w", "enc_b", "theta", "pre", "pair_ptr", "pair_tok", "pair_gate",
-                       "pair_pre", "pair_count", "stats"}},
-      {"frob_norm", {"u", "v", "norm", "gram_u", "gram_v"}},
-      {"bucket_apply", {"x", "u", "v", "pair_ptr", "pair_tok", "pair_gate", "yhat"}},
-      {"add_bias", {"dec_b", "yhat"}},
-      {"mse_loss", {"yhat", "y", "d_yhat", "stats"}},
-      {"penalty", {"pair_ptr", "pair_gate", "norm", "scalars", "pair_dgate", "d_norm", "stats"}},
-      {"bucket_apply_bwd", {"d_yhat", "x", "u", "v", "pair_ptr", "pair_tok", "pair_gate", "d_u",
-                            "d_v", "pair_dgate"}},
-      {"frob_norm_bwd", {"d_norm", "norm", "u", "v", "gram_u", "gram_v", "d_u", "d_v"}},
-      {"gate_bwd", {"x", "theta", "pair_ptr", "pair_tok", "pair_pre", "pair_gate", "pair_dgate",
-                    "d_enc_w", "d_enc_b", "d_theta"}},
-      {"bias_grad", {"d_yhat", "d_dec_b"}},
-      {"grad_norm", {"params", "stats"}},
-      {"adam", {"params", "scalars", "stats"}},
-      // transcoder
-      {"tc_encode", {"x", "enc_w", "enc_b", "theta", "pre", "pair_ptr", "pair_tok", "pair_gate",
-                     "pair_pre", "pair_count", "stats"}},
-      {"tc_decode", {"pair_ptr", "pair_tok", "pair_gate", "dec_w", "yhat"}},
-      {"skip_apply", {"x", "skip_w", "yhat"}},
-      {"tc_penalty", {"pair_ptr", "pair_gate", "dec_w", "scalars", "pair_dgate", "d_dec_w", "stats"}},
-      {"tc_decode_bwd", {"d_yhat", "pair_ptr", "pair_tok", "pair_gate", "dec_w", "d_dec_w",
-                         "pair_dgate"}},
-      {"skip_bwd", {"d_yhat", "x", "d_skip_w"}},
-      {"tc_encode_bwd", {"x", "theta", "pair_ptr", "pair_tok", "pair_pre", "pair_gate",
-                         "pair_dgate", "d_enc_w", "d_enc_b", "d_theta"}},
-      // Jacobian-vector products (the `jvp` entry)
-      {"encode_tangent", {"x_dot", "enc_w", "pair_ptr", "pair_tok", "pair_gate", "pair_tan"}},
-      {"tc_encode_tangent", {"x_dot", "enc_w", "pair_ptr", "pair_tok", "pair_gate", "pair_tan"}},
-  };
-  return table;
-}
+/// Whose op it is: a molt layer's, a transcoder's (its T is the feature count F), or both's.
+enum class OpKind { Molt, Transcoder, Shared };
 
-inline const OpSignature *findOp(const std::string &op) {
-  for (const OpSignature &s : opSignatures())
-    if (op == s.op)
-      return &s;
-  return nullptr;
-}
+/// What an op does with an argument (ops.def explains each).
+enum class ArgRole { In, Out, Acc, InOut, Grad };
+
+/// An argument's element type; Params is a comma-separated list of param names, not a tensor.
+enum class ArgDType { F32, I32, Params };
+
+/// The shape an argument's tensor must have. B: batch, D: d_model, T: the op's transforms
+/// (features for a transcoder op), N/R: the bucket's count and rank, OFF its first transform.
+enum class ArgShape {
+  BD,        // [B, D]
+  TD,        // [T, D]
+  Tvec,      // [T]
+  Theta,     // [T] for a JumpReLU gate; other gates bind a one-element dummy
+  BT,        // [B, T]
+  PairPtr,   // [T + 1]
+  One,       // [1]
+  Pairs,     // a pair capacity: >= the pairs an encoder writes (B·T, or B·min(k,T) for TopK)
+  Stats,     // >= 16 (docs/bundle.md, stats)
+  Scalars,   // >= 8 (docs/bundle.md, scalars)
+  NDR,       // [N, D, R]
+  NRD,       // [N, R, D]
+  NRR,       // [N, R, R]
+  Norm,      // >= OFF + N for a bucket op, else >= T
+  Dvec,      // [D]
+  DD,        // [D, D]
+  ParamList, // a list of param names
+};
+
+struct OpArg {
+  const char *name;
+  ArgRole role;
+  ArgDType dtype;
+  ArgShape shape;
+};
+
+struct OpSignature {
+  OpId id;
+  const char *op;
+  OpKind kind;
+  const char *header;             // device template header under kernels/cuda
+  std::vector<std::string> attrs; // compile-time constants, in table order
+  std::vector<OpArg> arguments;   // canonical order
+  std::vector<const char *> args; // the arguments' names, same order
+  /// The argument of that name, or nullptr.
+  const OpArg *argument(const std::string &name) const;
+  bool hasAttr(const std::string &name) const;
+  /// An encoder: it writes the pair lists (its pair_ptr is an output), so the pair capacity
+  /// must hold every pair it can list.
+  bool encodes() const;
+};
+
+/// Every op, indexed by OpId.
+const std::vector<OpSignature> &opSignatures();
+/// The op of that name, or nullptr.
+const OpSignature *findOp(const std::string &op);
+
+/// The sizes an op's per-row expressions (work, scratch, launch) see, from a kernel's attrs:
+/// D from attr D (else `dModel`), T from attr T or F, R, N; topk for gate = "topk".
+struct OpDims {
+  int64_t B = 0, D = 1, T = 1, R = 1, N = 1;
+  bool topk = false;
+};
+OpDims opDims(const KernelDesc &k, int64_t batch, int64_t dModel = 1);
+
+/// Rough FLOPs of one launch of `k` at `batch` tokens (ops.def's work column).
+double opWork(const KernelDesc &k, int64_t batch, int64_t dModel);
+/// 32-bit words of zeroed device scratch `k` needs at `batch` tokens (ops.def's scratch column).
+int64_t opScratchWords(const KernelDesc &k, int64_t batch);
+/// The default launch of `k` (ops.def's grid and tile columns; block 256, one stage); the
+/// default LaunchConfig for an unknown op.
+LaunchConfig opDefaultLaunch(const KernelDesc &k);
+
+const char *opKindName(OpKind kind);
+const char *argRoleName(ArgRole role);
+const char *argDTypeName(ArgDType dtype);
+const char *argShapeName(ArgShape shape);
 
 } // namespace molt

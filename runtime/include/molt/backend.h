@@ -44,7 +44,8 @@ public:
   virtual Status write(const std::string &name, const void *host, size_t bytes) = 0;
   virtual Status read(const std::string &name, void *host, size_t bytes) = 0;
   virtual Status zero(const std::string &name) = 0;
-  /// Runs an entry point: zeroes `stats` (and, for train_step, every d_p), then each invocation.
+  /// Runs an entry point: zeroes what its ops accumulate into (`stats`, `yhat`; molt/ops.def's
+  /// Acc role) and, for train_step, every d_p; then runs each invocation.
   virtual Status run(const std::string &entryPoint) = 0;
   /// Waits for queued work (a no-op on the CPU).
   virtual Status synchronize() = 0;

@@ -2,6 +2,7 @@
 #include "cpu/cpu_executor.h"
 
 #include <cstring>
+#include <iterator>
 
 #include "cpu/cpu_backend.h"
 #include "kernels/cpu/bucket_apply.h"
@@ -13,6 +14,7 @@
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/penalty.h"
 #include "kernels/cpu/transcoder.h"
+#include "molt/ops.h"
 #include "molt/tuning.h"
 
 namespace molt {
@@ -119,7 +121,120 @@ cpu::PenaltyParams penaltyOf(const std::string &kind, double c) {
   return {kind == "l1" ? cpu::PenaltyKind::L1 : cpu::PenaltyKind::Tanh, c};
 }
 
+// One launch as the CPU kernels see it: the sizes and parameters from the kernel's attrs and
+// the bound tensors by argument name.
+template <typename S> struct CpuCall {
+  CpuExecutor<S> &exec;
+  const Invocation &inv;
+  int64_t B, D, R, N, OFF, T; // T: transforms, or features for a transcoder op
+  S biasSign;                 // molt: pre = x·Eᵀ − b; transcoder: + b
+  bool jumprelu;
+  cpu::GateParams gate;
+  cpu::PenaltyParams pen;
+
+  S *f(const char *arg) const { return static_cast<S *>(exec.storage(inv.args.at(arg))); }
+  int32_t *i32(const char *arg) const {
+    return static_cast<int32_t *>(exec.storage(inv.args.at(arg)));
+  }
+  // θ means something only to JumpReLU; other gates bind it to a dummy.
+  S *theta(const char *arg) const { return jumprelu ? f(arg) : nullptr; }
+  S lamOverB() const { return f("scalars")[0] / S(B); }
+  // The pair lists as far as the op binds them (penalties read no tokens).
+  cpu::PairLists<S> pairs() const {
+    auto bound = [&](const char *arg) { return inv.args.count(arg) > 0; };
+    cpu::PairLists<S> p;
+    p.ptr = i32("pair_ptr");
+    p.tok = bound("pair_tok") ? i32("pair_tok") : nullptr;
+    p.gate = f("pair_gate");
+    p.pre = bound("pair_pre") ? f("pair_pre") : nullptr;
+    return p;
+  }
+  std::vector<cpu::ParamSlot<S>> slots() const {
+    std::vector<cpu::ParamSlot<S>> out;
+    for (const std::string &name : ExecutorBase::splitParams(inv.args.at("params")))
+      out.push_back({exec.data(name), exec.data("d_" + name), exec.data("m_" + name),
+                     exec.data("v_" + name), exec.info(name)->numel()});
+    return out;
+  }
+};
+
 } // namespace
+
+// The CPU kernel of each row of molt/ops.def, named as the op. dispatch() lists one per row,
+// so a row without its function here does not compile.
+namespace cpu_ops {
+
+template <typename S> void encode_gate(const CpuCall<S> &c) {
+  cpu::encodeGate(c.B, c.T, c.D, c.gate, c.biasSign, c.f("x"), c.f("enc_w"), c.f("enc_b"),
+                  c.theta("theta"), c.f("pre"), c.i32("pair_ptr"), c.i32("pair_tok"),
+                  c.f("pair_gate"), c.f("pair_pre"), c.i32("pair_count"), c.f("stats"));
+}
+template <typename S> void tc_encode(const CpuCall<S> &c) { encode_gate(c); }
+template <typename S> void gate_bwd(const CpuCall<S> &c) {
+  cpu::gateBwd(c.T, c.D, c.gate, c.biasSign, c.f("x"), c.theta("theta"), c.pairs(),
+               c.f("pair_dgate"), c.f("d_enc_w"), c.f("d_enc_b"), c.theta("d_theta"));
+}
+template <typename S> void tc_encode_bwd(const CpuCall<S> &c) { gate_bwd(c); }
+template <typename S> void frob_norm(const CpuCall<S> &c) {
+  cpu::frobNorm(c.D, c.R, c.N, c.f("u"), c.f("v"), c.f("norm") + c.OFF, c.f("gram_u"),
+                c.f("gram_v"));
+}
+template <typename S> void frob_norm_bwd(const CpuCall<S> &c) {
+  cpu::frobNormBwd(c.D, c.R, c.N, c.f("d_norm") + c.OFF, c.f("norm") + c.OFF, c.f("u"), c.f("v"),
+                   c.f("gram_u"), c.f("gram_v"), c.f("d_u"), c.f("d_v"));
+}
+template <typename S> void bucket_apply(const CpuCall<S> &c) {
+  cpu::bucketApply(c.B, c.D, c.R, c.N, c.OFF, c.f("x"), c.f("u"), c.f("v"), c.pairs(),
+                   c.f("yhat"));
+}
+template <typename S> void bucket_apply_bwd(const CpuCall<S> &c) {
+  cpu::bucketApplyBwd(c.D, c.R, c.N, c.OFF, c.f("d_yhat"), c.f("x"), c.f("u"), c.f("v"),
+                      c.pairs(), c.f("d_u"), c.f("d_v"), c.f("pair_dgate"));
+}
+template <typename S> void add_bias(const CpuCall<S> &c) {
+  cpu::addBias(c.B, c.D, c.f("dec_b"), c.f("yhat"));
+}
+template <typename S> void mse_loss(const CpuCall<S> &c) {
+  cpu::mseLoss(c.B, c.D, c.f("yhat"), c.f("y"), c.f("d_yhat"), c.f("stats"));
+}
+template <typename S> void bias_grad(const CpuCall<S> &c) {
+  cpu::biasGrad(c.B, c.D, c.f("d_yhat"), c.f("d_dec_b"));
+}
+template <typename S> void penalty(const CpuCall<S> &c) {
+  cpu::penalty(c.T, c.pen, c.pairs(), c.f("norm"), c.lamOverB(), c.f("pair_dgate"), c.f("d_norm"),
+               c.f("stats"));
+}
+template <typename S> void grad_norm(const CpuCall<S> &c) { cpu::gradNorm(c.slots(), c.f("stats")); }
+template <typename S> void adam(const CpuCall<S> &c) {
+  cpu::adam(c.slots(), c.f("scalars"), c.f("stats"));
+}
+template <typename S> void tc_decode(const CpuCall<S> &c) {
+  cpu::tcDecode(c.B, c.D, c.T, c.pairs(), c.f("dec_w"), c.f("yhat"));
+}
+template <typename S> void tc_decode_bwd(const CpuCall<S> &c) {
+  cpu::tcDecodeBwd(c.D, c.T, c.f("d_yhat"), c.pairs(), c.f("dec_w"), c.f("d_dec_w"),
+                   c.f("pair_dgate"));
+}
+template <typename S> void skip_apply(const CpuCall<S> &c) {
+  cpu::skipApply(c.B, c.D, c.f("x"), c.f("skip_w"), c.f("yhat"));
+}
+template <typename S> void skip_bwd(const CpuCall<S> &c) {
+  cpu::skipBwd(c.B, c.D, c.f("d_yhat"), c.f("x"), c.f("d_skip_w"));
+}
+template <typename S> void tc_penalty(const CpuCall<S> &c) {
+  cpu::tcPenalty(c.D, c.T, c.pen, c.pairs(), c.f("dec_w"), c.lamOverB(), c.f("pair_dgate"),
+                 c.f("d_dec_w"), c.f("stats"));
+}
+template <typename S> void encode_tangent(const CpuCall<S> &c) {
+  cpu::encodeTangent(c.T, c.D, c.f("x_dot"), c.f("enc_w"), c.pairs(), c.f("pair_tan"));
+}
+template <typename S> void tc_encode_tangent(const CpuCall<S> &c) { encode_tangent(c); }
+
+#ifdef MOLT_CPU_OPS_EXTRA
+#include MOLT_CPU_OPS_EXTRA // test-only: the CPU kernels of MOLT_OPS_EXTRA's rows
+#endif
+
+} // namespace cpu_ops
 
 template <typename S> Status CpuExecutor<S>::launch(const KernelDesc &k, const Invocation &inv) {
   auto tuned = threads_.find(k.name);
@@ -138,84 +253,30 @@ template <typename S> Status CpuExecutor<S>::launch(const KernelDesc &k, const I
 }
 
 template <typename S> Status CpuExecutor<S>::dispatch(const KernelDesc &k, const Invocation &inv) {
-  const std::string &op = k.op;
-  const int64_t B = batch(), D = plan().model.d_model;
-  const int64_t R = intAttr(k, "R"), N = intAttr(k, "N"), OFF = intAttr(k, "OFF");
-  const bool tc = op.rfind("tc_", 0) == 0;
-  const int64_t T = tc ? intAttr(k, "F") : intAttr(k, "T");
-  const S biasSign = tc ? S(1) : S(-1); // molt: pre = x·Eᵀ − b; transcoder: + b
-  const bool jumprelu = stringAttr(k, "gate") == "jumprelu";
-  const cpu::GateParams gate = gateOf(stringAttr(k, "gate"), floatAttr(k, "bandwidth"), intAttr(k, "k"));
-  const cpu::PenaltyParams pen = penaltyOf(stringAttr(k, "kind"), floatAttr(k, "c"));
-
-  auto f = [&](const char *arg) { return static_cast<S *>(raw(inv.args.at(arg))); };
-  auto i32 = [&](const char *arg) { return static_cast<int32_t *>(raw(inv.args.at(arg))); };
-  // θ means something only to JumpReLU; other gates bind it to a dummy.
-  auto theta = [&](const char *arg) { return jumprelu ? f(arg) : nullptr; };
-  auto lamOverB = [&] { return f("scalars")[0] / S(B); };
-  // The pair lists as far as the op binds them (penalties read no tokens).
-  auto pairs = [&] {
-    auto bound = [&](const char *arg) { return inv.args.count(arg) > 0; };
-    cpu::PairLists<S> p;
-    p.ptr = i32("pair_ptr");
-    p.tok = bound("pair_tok") ? i32("pair_tok") : nullptr;
-    p.gate = f("pair_gate");
-    p.pre = bound("pair_pre") ? f("pair_pre") : nullptr;
-    return p;
+  const OpSignature *sig = findOp(k.op);
+  if (!sig)
+    return internalError("the CPU backend has no kernel for op '" + k.op + "'");
+  const bool tc = sig->kind == OpKind::Transcoder;
+  const CpuCall<S> call{*this,
+                        inv,
+                        batch(),
+                        plan().model.d_model,
+                        intAttr(k, "R"),
+                        intAttr(k, "N"),
+                        intAttr(k, "OFF"),
+                        tc ? intAttr(k, "F") : intAttr(k, "T"),
+                        tc ? S(1) : S(-1),
+                        stringAttr(k, "gate") == "jumprelu",
+                        gateOf(stringAttr(k, "gate"), floatAttr(k, "bandwidth"), intAttr(k, "k")),
+                        penaltyOf(stringAttr(k, "kind"), floatAttr(k, "c"))};
+  // One CPU kernel per row of molt/ops.def, indexed by OpId.
+  using Kernel = void (*)(const CpuCall<S> &);
+  static constexpr Kernel kernels[] = {
+#define MOLT_OP(name, ...) &cpu_ops::name<S>,
+#include "molt/ops.def"
   };
-  auto slots = [&] {
-    std::vector<cpu::ParamSlot<S>> out;
-    for (const std::string &name : splitParams(inv.args.at("params")))
-      out.push_back({data(name), data("d_" + name), data("m_" + name), data("v_" + name),
-                     info(name)->numel()});
-    return out;
-  };
-
-  if (op == "encode_gate" || op == "tc_encode")
-    cpu::encodeGate(B, T, D, gate, biasSign, f("x"), f("enc_w"), f("enc_b"), theta("theta"),
-                    f("pre"), i32("pair_ptr"), i32("pair_tok"), f("pair_gate"), f("pair_pre"),
-                    i32("pair_count"), f("stats"));
-  else if (op == "gate_bwd" || op == "tc_encode_bwd")
-    cpu::gateBwd(T, D, gate, biasSign, f("x"), theta("theta"), pairs(), f("pair_dgate"),
-                 f("d_enc_w"), f("d_enc_b"), theta("d_theta"));
-  else if (op == "frob_norm")
-    cpu::frobNorm(D, R, N, f("u"), f("v"), f("norm") + OFF, f("gram_u"), f("gram_v"));
-  else if (op == "frob_norm_bwd")
-    cpu::frobNormBwd(D, R, N, f("d_norm") + OFF, f("norm") + OFF, f("u"), f("v"), f("gram_u"),
-                     f("gram_v"), f("d_u"), f("d_v"));
-  else if (op == "bucket_apply")
-    cpu::bucketApply(B, D, R, N, OFF, f("x"), f("u"), f("v"), pairs(), f("yhat"));
-  else if (op == "bucket_apply_bwd")
-    cpu::bucketApplyBwd(D, R, N, OFF, f("d_yhat"), f("x"), f("u"), f("v"), pairs(), f("d_u"),
-                        f("d_v"), f("pair_dgate"));
-  else if (op == "add_bias")
-    cpu::addBias(B, D, f("dec_b"), f("yhat"));
-  else if (op == "mse_loss")
-    cpu::mseLoss(B, D, f("yhat"), f("y"), f("d_yhat"), f("stats"));
-  else if (op == "bias_grad")
-    cpu::biasGrad(B, D, f("d_yhat"), f("d_dec_b"));
-  else if (op == "penalty")
-    cpu::penalty(T, pen, pairs(), f("norm"), lamOverB(), f("pair_dgate"), f("d_norm"),
-                 f("stats"));
-  else if (op == "grad_norm")
-    cpu::gradNorm(slots(), f("stats"));
-  else if (op == "adam")
-    cpu::adam(slots(), f("scalars"), f("stats"));
-  else if (op == "tc_decode")
-    cpu::tcDecode(B, D, T, pairs(), f("dec_w"), f("yhat"));
-  else if (op == "tc_decode_bwd")
-    cpu::tcDecodeBwd(D, T, f("d_yhat"), pairs(), f("dec_w"), f("d_dec_w"), f("pair_dgate"));
-  else if (op == "skip_apply")
-    cpu::skipApply(B, D, f("x"), f("skip_w"), f("yhat"));
-  else if (op == "skip_bwd")
-    cpu::skipBwd(B, D, f("d_yhat"), f("x"), f("d_skip_w"));
-  else if (op == "encode_tangent" || op == "tc_encode_tangent")
-    cpu::encodeTangent(T, D, f("x_dot"), f("enc_w"), pairs(), f("pair_tan"));
-  else if (op == "tc_penalty")
-    cpu::tcPenalty(D, T, pen, pairs(), f("dec_w"), lamOverB(), f("pair_dgate"), f("d_dec_w"),
-                   f("stats"));
-  else
-    return internalError("the CPU backend has no kernel for op '" + op + "'");
+  static_assert(std::size(kernels) == size_t(OpId::Count), "one CPU kernel per op");
+  kernels[size_t(sig->id)](call);
   return Status::ok();
 }
 

@@ -1,20 +1,19 @@
 #!/usr/bin/env python3
 """Checks a bundle written by molt-compile and prints a summary for FileCheck.
 
-Every kernel's source and every device header must be in the bundle; every invocation must bind
-exactly the canonical arguments of its op (the table of tests/fixtures/make_fixture.py, which
-mirrors core/include/molt/ops.h); every named buffer must be declared or be a param's
-companion; every .cu must carry its attrs as compile-time constants and no loop of its own.
+Every kernel's source and every device header must be in the bundle; every kernel must carry
+exactly the attrs of its op and include its op's device header, and every invocation must bind
+exactly the op's canonical arguments (tests/fixtures/ops.json, molt-ops' rendering of
+core/include/molt/ops.def); every named buffer must be declared or be a param's companion;
+every .cu must carry its attrs as compile-time constants and no loop of its own.
 """
 import json
 import os
 import re
 import sys
 
-# Importing from the source tree must not leave a __pycache__ among the fixture folders.
-sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "fixtures"))
-from make_fixture import OPS  # noqa: E402
+with open(os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "ops.json")) as _f:
+    OP_TABLE = {op["name"]: op for op in json.load(_f)["ops"]}
 
 
 def fail(msg):
@@ -33,9 +32,14 @@ def main(bundle):
         if not os.path.exists(path):
             fail(f"{k['source']} is missing")
         src = open(path).read()
+        op = OP_TABLE.get(k["op"]) or fail(f"{k['name']}: unknown op {k['op']}")
         header = re.search(r'#include "(molt_kernels/[^"]+)"', src)
         if not header or not os.path.exists(os.path.join(bundle, header.group(1))):
             fail(f"{k['source']} includes a header the bundle lacks")
+        if header.group(1) != "molt_kernels/" + op["header"]:
+            fail(f"{k['source']} includes {header.group(1)}, op {k['op']} is in {op['header']}")
+        if sorted(k["attrs"]) != sorted(op["attrs"]):
+            fail(f"{k['name']} has attrs {sorted(k['attrs'])}, op {k['op']} takes {op['attrs']}")
         for name, value in k["attrs"].items():
             if isinstance(value, int) and f"{name} = {value}LL;" not in src:
                 fail(f"{k['source']} lacks the constant {name} = {value}")
@@ -44,7 +48,7 @@ def main(bundle):
     for entry, calls in m["entry_points"].items():
         for call in calls:
             k = kernels.get(call["kernel"]) or fail(f"{entry} calls unknown {call['kernel']}")
-            if sorted(call["args"]) != sorted(OPS[k["op"]]):
+            if sorted(call["args"]) != sorted(a["name"] for a in OP_TABLE[k["op"]]["args"]):
                 fail(f"{entry}: {k['name']} binds {sorted(call['args'])}")
             for arg, name in call["args"].items():
                 names = name.split(",") if arg == "params" else [name]
