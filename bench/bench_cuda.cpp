@@ -9,13 +9,16 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
 
 #include <unistd.h>
 
+#include "executor_base.h"
 #include "molt/backend.h"
+#include "molt/cost_model.h"
 #include "molt/cuda.h"
 #include "molt/plan.h"
 
@@ -197,6 +200,58 @@ void BM_CudaSparseApply(benchmark::State &state, const char *precision) {
   state.counters["pairs"] = pairs;
 }
 
+/// Each train_step kernel's time against its floor from the cost model (molt/cost_model.h) on
+/// the H200's peaks: the executor's profiling mode synchronises after every launch, so a
+/// kernel's time includes its launch latency (a few microseconds). Prints one row per kernel;
+/// the counters are the step's sums.
+void BM_CudaKernelFloors(benchmark::State &state, const char *precision) {
+  Plan plan;
+  if (!ready(state) || !planAt(precision, plan, state))
+    return;
+  auto ex = prepared(plan, state);
+  if (!ex)
+    return;
+  auto *base = dynamic_cast<ExecutorBase *>(ex.get());
+  if (!base) {
+    state.SkipWithError("the CUDA executor does not profile");
+    return;
+  }
+  if (Status s = ex->run("train_step"); !s.isOk() || !(s = ex->synchronize()).isOk()) {
+    state.SkipWithError(s.message().c_str());
+    return;
+  }
+  StepCounts counts{batchSize(), std::vector<int32_t>(size_t(ex->info("pair_ptr")->numel()))};
+  (void)ex->read("pair_ptr", counts.pairPtr.data(), counts.pairPtr.size() * 4);
+  base->setProfiling(true);
+  int64_t steps = 0;
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    (void)ex->run("train_step");
+    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    ++steps;
+  }
+  const DevicePeak peak = h200Peak(plan.precision);
+  double time = 0, floor = 0;
+  std::printf("%-26s %10s %10s %8s %9s  (%s, floor on %s)\n", "kernel", "us", "floor us", "x floor",
+              "model GB/s", plan.precision.c_str(), peak.name.c_str());
+  for (const Invocation &inv : plan.entry_points.at("train_step")) {
+    auto cost = kernelCost(plan, inv, counts);
+    auto it = base->profile().find(inv.kernel);
+    if (!cost || it == base->profile().end() || steps == 0)
+      continue;
+    const double sec = it->second / double(steps), fl = floorSeconds(*cost, peak);
+    time += sec;
+    floor += fl;
+    std::printf("%-26s %10.1f %10.1f %8.1f %9.0f\n", inv.kernel.c_str(), sec * 1e6, fl * 1e6,
+                sec / fl, cost->totalBytes() / sec / 1e9);
+  }
+  std::printf("%-26s %10.1f %10.1f %8.1f\n", "train_step (sum)", time * 1e6, floor * 1e6, time / floor);
+  state.counters["kernels_ms"] = time * 1e3;
+  state.counters["floor_ms"] = floor * 1e3;
+  state.counters["x_floor"] = floor > 0 ? time / floor : 0;
+  state.SetLabel(gpu().backend->deviceName());
+}
+
 /// prepare() with a warm kernel cache: cache lookups, module loads and allocation.
 void BM_CudaWarmStart(benchmark::State &state) {
   if (!ready(state))
@@ -253,6 +308,8 @@ BENCHMARK_CAPTURE(BM_CudaForward, f32, "f32")->Unit(benchmark::kMillisecond)->Us
 BENCHMARK_CAPTURE(BM_CudaForward, bf16, "bf16")->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK_CAPTURE(BM_CudaTrainStep, f32, "f32")->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK_CAPTURE(BM_CudaTrainStep, bf16, "bf16")->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK_CAPTURE(BM_CudaKernelFloors, f32, "f32")->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(20);
+BENCHMARK_CAPTURE(BM_CudaKernelFloors, bf16, "bf16")->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(20);
 
 } // namespace
 

@@ -39,12 +39,14 @@ if(MOLT_BUILD_TESTS)
   find_package(GTest QUIET)
   if(NOT TARGET GTest::gtest_main)
     # Debian's googletest package ships the sources; so does .carry/googletest.
-    foreach(src /usr/src/googletest ${MOLT_CARRY_DIR}/googletest)
+    foreach(src ${MOLT_CARRY_DIR}/googletest /usr/src/googletest) # carried first: gpu-check builds with it
       if(EXISTS ${src}/CMakeLists.txt AND NOT TARGET gtest)
         set(INSTALL_GTEST OFF CACHE BOOL "" FORCE)
         add_subdirectory(${src} ${PROJECT_BINARY_DIR}/googletest EXCLUDE_FROM_ALL)
-        add_library(GTest::gtest ALIAS gtest)
-        add_library(GTest::gtest_main ALIAS gtest_main)
+        if(NOT TARGET GTest::gtest_main) # googletest >= 1.11 defines these aliases itself
+          add_library(GTest::gtest ALIAS gtest)
+          add_library(GTest::gtest_main ALIAS gtest_main)
+        endif()
       endif()
     endforeach()
   endif()

@@ -1,10 +1,13 @@
 // NVRTC compiles every CUDA kernel family (sm_80, sm_90a) and the disk cache behaves; no GPU needed.
 #include <gtest/gtest.h>
 
+#include <cctype>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <unistd.h>
@@ -209,6 +212,175 @@ TEST_F(NvrtcTest, PtxTargetsTheVirtualArchitecture) {
   ASSERT_TRUE(ptx.isOk()) << ptx.status().message();
   EXPECT_NE(ptx->find(".target sm_90"), std::string::npos);
   EXPECT_NE(ptx->find("molt_add_bias"), std::string::npos);
+}
+
+// ---- ptxas and PTX gates (sm_90a) ----
+
+/// What ptxas -v reports for the one kernel of a PTX text.
+struct PtxasInfo {
+  long registers = -1, smem = 0, stack = 0, spillStores = 0, spillLoads = 0;
+};
+
+long numberBefore(const std::string &log, const std::string &what) {
+  const size_t at = log.find(what);
+  if (at == std::string::npos)
+    return -1;
+  size_t b = at;
+  while (b > 0 && (std::isdigit((unsigned char)log[b - 1])))
+    --b;
+  return b == at ? -1 : std::atol(log.c_str() + b);
+}
+
+/// Runs the toolkit's ptxas (MOLT_PTXAS) on `ptx`; Unavailable without one.
+StatusOr<PtxasInfo> ptxas(const std::string &ptx, const std::string &arch) {
+#ifndef MOLT_PTXAS
+  (void)ptx, (void)arch;
+  return unavailable("no ptxas in this build (CUDAToolkit_BIN_DIR)");
+#else
+  static int serial = 0;
+  const fs::path file = fs::path(testing::TempDir()) /
+                        ("molt_gate_" + std::to_string(getpid()) + "_" + std::to_string(serial++) + ".ptx");
+  std::ofstream(file) << ptx.substr(0, ptx.find('\0')); // NVRTC's PTX size counts its NUL
+  const std::string cmd = std::string(MOLT_PTXAS) + " -arch=" + arch + " -v " + file.string() +
+                          " -o /dev/null 2>&1";
+  FILE *p = popen(cmd.c_str(), "r");
+  if (!p)
+    return internalError("cannot run " + cmd);
+  std::string log;
+  char buf[512];
+  while (size_t n = fread(buf, 1, sizeof buf, p))
+    log.append(buf, n);
+  const int rc = pclose(p);
+  fs::remove(file);
+  if (rc != 0)
+    return internalError("ptxas failed: " + log);
+  PtxasInfo info;
+  info.registers = numberBefore(log, " registers");
+  info.smem = std::max(0L, numberBefore(log, " bytes smem"));
+  info.stack = numberBefore(log, " bytes stack frame");
+  info.spillStores = numberBefore(log, " bytes spill stores");
+  info.spillLoads = numberBefore(log, " bytes spill loads");
+  return info;
+#endif
+}
+
+/// The gates every emitted kernel meets: no stack frame or spills, at most 128 registers a
+/// thread (two 256-thread CTAs per SM), static shared memory within the 48 KiB that needs no
+/// opt-in. Returns "" or what failed.
+std::string gateFailures(const std::string &what, const PtxasInfo &i) {
+  std::string bad;
+  if (i.registers < 0 || i.stack < 0 || i.spillStores < 0)
+    bad += " (unparsed ptxas output)";
+  if (i.registers > 128)
+    bad += " registers " + std::to_string(i.registers) + " > 128";
+  if (i.stack > 0)
+    bad += " stack frame " + std::to_string(i.stack) + " B";
+  if (i.spillStores > 0 || i.spillLoads > 0)
+    bad += " spills " + std::to_string(i.spillStores) + "/" + std::to_string(i.spillLoads) + " B";
+  if (i.smem > 48 * 1024)
+    bad += " smem " + std::to_string(i.smem) + " B > 48 KiB";
+  return bad.empty() ? "" : what + ":" + bad;
+}
+
+/// Every kernel of every bundle the example specs compile to (<build>/bundles, molt-bundles),
+/// and every reference kernel in bf16, through ptxas for sm_90a. Identical sources are gated once.
+TEST_F(NvrtcTest, EveryEmittedKernelPassesThePtxasGatesForSm90a) {
+  std::vector<std::pair<std::string, std::string>> sources; // (what, .cu text)
+  std::set<std::string> seen;
+  const fs::path bundles = fs::path(MOLT_BINARY_DIR) / "bundles";
+  if (fs::is_directory(bundles))
+    for (const auto &e : fs::directory_iterator(bundles)) {
+      auto plan = loadPlan(e.path().string());
+      if (!plan)
+        continue;
+      auto src = cuda::kernelSources(*plan, e.path().string());
+      ASSERT_TRUE(src.isOk()) << e.path() << ": " << src.status().message();
+      for (size_t i = 0; i < src->size(); ++i)
+        if (seen.insert((*src)[i]).second)
+          sources.push_back({e.path().filename().string() + "/" + plan->kernels[i].name, (*src)[i]});
+    }
+  for (const KernelDesc &k : referenceKernels()) {
+    auto src = cudaWrapperSource(k, "bf16");
+    ASSERT_TRUE(src.isOk()) << src.status().message();
+    const auto r = k.attrs.find("R");
+    if (seen.insert(*src).second)
+      sources.push_back({"reference-bf16/" + k.op +
+                             (r == k.attrs.end() ? "" : "_r" + std::to_string(std::get<int64_t>(r->second))),
+                         *src});
+  }
+  // Kernels that fail a gate today, with what ptxas reported when they were listed: small-rank
+  // frob_norm and the bf16 r=32 bucket_apply spill a few bytes. Each listed kernel must still
+  // fail (else: remove it), every other must pass.
+  const std::map<std::string, std::string> knownFailing = {
+      {"minilm/frob_norm_3", "stack frame 8 B spills 8/4 B"},
+      {"minilm/frob_norm_4", "stack frame 16 B spills 16/24 B"},
+      {"gpt2/frob_norm_4", "stack frame 8 B spills 8/4 B"},
+      {"smollm2/frob_norm_4", "stack frame 8 B spills 8/4 B"},
+      {"reference-bf16/bucket_apply_r32", "stack frame 8 B spills 4/4 B"},
+  };
+  std::string failures;
+  int gated = 0;
+  for (const auto &[what, src] : sources) {
+    auto ptx = cuda::compileSource(src, "k.cu", {}, "sm_90a", false, headers_);
+    ASSERT_TRUE(ptx.isOk()) << what << ": " << ptx.status().message();
+    auto info = ptxas(*ptx, "sm_90a");
+    if (!info && info.status().code() == Code::Unavailable)
+      GTEST_SKIP() << info.status().message();
+    ASSERT_TRUE(info.isOk()) << what << ": " << info.status().message();
+    std::printf("[ptxas sm_90a] %-44s regs %3ld smem %6ld stack %ld spills %ld/%ld\n", what.c_str(),
+                info->registers, info->smem, info->stack, info->spillStores, info->spillLoads);
+    const std::string f = gateFailures(what, *info);
+    const auto known = knownFailing.find(what);
+    if (known != knownFailing.end() && f.empty())
+      failures += "\n  " + what + " now passes: remove it from knownFailing";
+    else if (known == knownFailing.end() && !f.empty())
+      failures += "\n  " + f;
+    else if (known != knownFailing.end())
+      std::printf("[ptxas sm_90a] %s: known failure (%s)\n", f.c_str(), known->second.c_str());
+    ++gated;
+  }
+  EXPECT_GT(gated, 20);
+  EXPECT_TRUE(failures.empty()) << failures;
+}
+
+/// The bf16 tile kernels' PTX: tensor cores (mma.sync), and what the staging rewrite must bring
+/// (ldmatrix, cp.async, no scalar 16-bit global loads). What is missing today is listed per op
+/// and checked to still be missing, so the list shrinks as the kernels are rewritten.
+TEST_F(NvrtcTest, Bf16TileKernelsUseTensorCoresAndTheKnownStagingGapsAreListed) {
+  const std::vector<std::string> wanted = {"mma.sync", "ldmatrix", "cp.async", "no ld.global.u16"};
+  const std::map<std::string, std::set<std::string>> missingToday = {
+      {"bucket_apply", {"ldmatrix", "cp.async", "no ld.global.u16"}},
+      {"bucket_apply_bwd", {"ldmatrix", "cp.async", "no ld.global.u16"}},
+      {"frob_norm", {"ldmatrix", "cp.async", "no ld.global.u16"}},
+      {"frob_norm_bwd", {"ldmatrix", "cp.async", "no ld.global.u16"}},
+      {"skip_apply", {"ldmatrix", "cp.async", "no ld.global.u16"}},
+      {"skip_bwd", {"ldmatrix", "cp.async", "no ld.global.u16"}},
+  };
+  std::string failures;
+  for (const KernelDesc &k : referenceKernels()) {
+    auto known = missingToday.find(k.op);
+    if (known == missingToday.end())
+      continue;
+    auto src = cudaWrapperSource(k, "bf16");
+    ASSERT_TRUE(src.isOk());
+    auto ptx = cuda::compileSource(*src, "k.cu", {}, "sm_90a", false, headers_);
+    ASSERT_TRUE(ptx.isOk()) << k.op << ": " << ptx.status().message();
+    for (const std::string &w : wanted) {
+      const bool has = w.rfind("no ", 0) == 0
+                           ? ptx->find("ld.global.u16") == std::string::npos &&
+                                 ptx->find("ld.global.nc.u16") == std::string::npos
+                           : ptx->find(w) != std::string::npos;
+      const bool listed = known->second.count(w) > 0;
+      std::printf("[ptx sm_90a bf16] %-18s R=%-4lld %-18s %s%s\n", k.op.c_str(),
+                  (long long)std::get<int64_t>(k.attrs.count("R") ? k.attrs.at("R") : AttrValue(int64_t(0))),
+                  w.c_str(), has ? "yes" : "NO", listed ? " (known gap)" : "");
+      if (!has && !listed)
+        failures += "\n  " + k.op + " lacks " + w;
+      if (has && listed)
+        failures += "\n  " + k.op + " now has " + w + ": remove it from missingToday";
+    }
+  }
+  EXPECT_TRUE(failures.empty()) << failures;
 }
 
 class KernelCacheTest : public NvrtcTest {

@@ -19,6 +19,9 @@
 //    blocks is finished, so a ticket-ordered wait is satisfied at once; a wait on a later block
 //    (or on a thread that never arrives) is a deadlock, reported instead of hanging.
 //  * A memory fault in kernel code fails the launch naming the block and thread (onFault).
+//  * Built with -DMOLT_EMU_TRAFFIC (and -fsanitize=thread, whose per-access callbacks this
+//    header defines, see "global-memory traffic" below), every load, store and atomic of kernel
+//    code that touches global memory is counted in bytes, per launch: molt_emu_traffic.
 // Not emulated: dynamic (extern) shared memory, clusters, cooperative launches, memory-model
 // weakness (every access is sequentially consistent), and __CUDA_ARCH__ (left undefined, so
 // arch-specific paths take their generic branch).
@@ -29,6 +32,7 @@
 #endif
 
 #include <math.h>
+#include <link.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -178,6 +182,144 @@ struct Block {
 };
 
 inline Block *gBlock = nullptr;
+
+// ---- global-memory traffic (MOLT_EMU_TRAFFIC) ----
+// The module is compiled with -fsanitize=thread, so the compiler calls __tsan_readN / writeN
+// before every memory access of every function in it; this header defines those callbacks (no
+// ThreadSanitizer runtime is linked). An access by kernel code counts as global memory unless it
+// lies on a fiber stack (registers and local memory), in the module's own image (__shared__
+// statics, the emulator's globals), in the Block or on the launching thread's stack (Args):
+// what is left is the executor's device memory. Atomics are counted where the CUDA intrinsic is
+// (countAtomic), once per intrinsic, and the tsan atomic callbacks only perform the operation.
+// Loads are counted three ways: every byte requested; distinct per block (a block's re-reads
+// of a 2-byte unit count once: L1 or registers would hold them, other blocks' reads of it count
+// again: what reaches L2); distinct per launch (each unit once: HBM with an L2 that holds
+// everything, the floor no cache can lower).
+struct Traffic {
+  unsigned long long load = 0, loadBlock = 0, loadLaunch = 0, store = 0, atomic = 0; // bytes
+};
+#if defined(MOLT_EMU_TRAFFIC)
+#define MOLT_EMU_UNCOUNTED __attribute__((no_sanitize_thread, used))
+struct Range {
+  uintptr_t lo = 0, hi = 0;
+};
+inline Traffic gTraffic;
+inline Range gLocal[4];
+inline uintptr_t gWatchLo = 0, gWatchHi = 0; // a word range whose writes are counted per word
+inline unsigned *gWatchCounts = nullptr;
+
+MOLT_EMU_UNCOUNTED inline bool isGlobal(const void *p) {
+  const Block *b = gBlock;
+  if (!b || !b->inFiber)
+    return false;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  for (const Range &r : gLocal)
+    if (a - r.lo < r.hi - r.lo)
+      return false;
+  return true;
+}
+// The 2-byte units loaded in this launch, each with the last block that loaded it (open
+// addressing, key = unit + 1, 0 empty; cleared per launch).
+struct Seen {
+  uintptr_t key;
+  unsigned block;
+};
+inline Seen *gSeen = nullptr;
+inline size_t gSeenCap = 0, gSeenCount = 0;
+inline unsigned gBlockSerial = 0; // linear block index + 1 of the running block
+
+MOLT_EMU_UNCOUNTED inline size_t seenSlot(const Seen *table, size_t cap, uintptr_t key) {
+  size_t h = size_t(key * 0x9e3779b97f4a7c15ull) & (cap - 1);
+  while (table[h].key != 0 && table[h].key != key)
+    h = (h + 1) & (cap - 1);
+  return h;
+}
+MOLT_EMU_UNCOUNTED inline void seenGrow() {
+  const size_t cap = gSeenCap ? 2 * gSeenCap : size_t(1) << 16;
+  Seen *t = static_cast<Seen *>(std::calloc(cap, sizeof(Seen)));
+  for (size_t i = 0; i < gSeenCap; ++i)
+    if (gSeen[i].key)
+      t[seenSlot(t, cap, gSeen[i].key)] = gSeen[i];
+  std::free(gSeen);
+  gSeen = t;
+  gSeenCap = cap;
+}
+MOLT_EMU_UNCOUNTED inline void seenClear() {
+  if (gSeen)
+    std::memset(gSeen, 0, gSeenCap * sizeof(Seen));
+  gSeenCount = 0;
+}
+MOLT_EMU_UNCOUNTED inline void countLoad(const void *p, unsigned n) {
+  if (!isGlobal(p))
+    return;
+  gTraffic.load += n;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  for (uintptr_t u = a >> 1; u <= (a + (n ? n : 1) - 1) >> 1; ++u) {
+    if (2 * (gSeenCount + 1) > gSeenCap)
+      seenGrow();
+    Seen &e = gSeen[seenSlot(gSeen, gSeenCap, u + 1)];
+    if (e.key == 0) {
+      e = {u + 1, gBlockSerial};
+      ++gSeenCount;
+      gTraffic.loadLaunch += 2;
+      gTraffic.loadBlock += 2;
+    } else if (e.block != gBlockSerial) {
+      e.block = gBlockSerial;
+      gTraffic.loadBlock += 2;
+    }
+  }
+}
+MOLT_EMU_UNCOUNTED inline void countWrite(const void *p, unsigned n, unsigned long long &bytes) {
+  if (!isGlobal(p))
+    return;
+  bytes += n;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  if (a - gWatchLo < gWatchHi - gWatchLo)
+    ++gWatchCounts[(a - gWatchLo) / 4];
+}
+MOLT_EMU_UNCOUNTED inline void countStore(const void *p, unsigned n) { countWrite(p, n, gTraffic.store); }
+MOLT_EMU_UNCOUNTED inline void countAtomic(const void *p, unsigned n) { countWrite(p, n, gTraffic.atomic); }
+
+/// The ranges that are not global memory, for one launch.
+MOLT_EMU_UNCOUNTED inline void setLocalRanges(const Block &b, size_t slotBytes) {
+  gLocal[0] = {reinterpret_cast<uintptr_t>(b.stacks), reinterpret_cast<uintptr_t>(b.stacks + b.stackSlots * slotBytes)};
+  gLocal[1] = {reinterpret_cast<uintptr_t>(&b), reinterpret_cast<uintptr_t>(&b + 1)};
+  pthread_attr_t attr;
+  void *lo = nullptr;
+  size_t size = 0;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    pthread_attr_getstack(&attr, &lo, &size);
+    pthread_attr_destroy(&attr);
+  }
+  gLocal[2] = {reinterpret_cast<uintptr_t>(lo), reinterpret_cast<uintptr_t>(lo) + size};
+  static Range image = [] { // every PT_LOAD segment of this shared object, as one span
+    Range r{~uintptr_t(0), 0};
+    dl_iterate_phdr(
+        [](dl_phdr_info *info, size_t, void *data) {
+          Range &r = *static_cast<Range *>(data);
+          const uintptr_t self = reinterpret_cast<uintptr_t>(&gTraffic);
+          Range span{~uintptr_t(0), 0};
+          for (int i = 0; i < info->dlpi_phnum; ++i)
+            if (info->dlpi_phdr[i].p_type == PT_LOAD) {
+              const uintptr_t lo = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr;
+              span.lo = lo < span.lo ? lo : span.lo;
+              const uintptr_t hi = lo + info->dlpi_phdr[i].p_memsz;
+              span.hi = hi > span.hi ? hi : span.hi;
+            }
+          if (self - span.lo < span.hi - span.lo) {
+            r = span;
+            return 1;
+          }
+          return 0;
+        },
+        &r);
+    return r;
+  }();
+  gLocal[3] = image;
+}
+#else
+inline void countAtomic(const void *, unsigned) {}
+#endif
 
 inline int linearTid() {
   return int(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
@@ -413,25 +555,32 @@ template <class T> inline T __ldlu(const T *p) { return *p; }
 
 // ---- atomics (std::atomic_ref, so a future multi-threaded launcher stays correct) ----
 
-template <class T> inline T atomicAdd(T *p, molt_emu_same<T> v) { return molt_emu::ref(p).fetch_add(v); }
-template <class T> inline T atomicSub(T *p, molt_emu_same<T> v) { return molt_emu::ref(p).fetch_sub(v); }
-template <class T> inline T atomicExch(T *p, molt_emu_same<T> v) { return molt_emu::ref(p).exchange(v); }
-template <class T> inline T atomicAnd(T *p, molt_emu_same<T> v) { return molt_emu::ref(p).fetch_and(v); }
-template <class T> inline T atomicOr(T *p, molt_emu_same<T> v) { return molt_emu::ref(p).fetch_or(v); }
-template <class T> inline T atomicXor(T *p, molt_emu_same<T> v) { return molt_emu::ref(p).fetch_xor(v); }
+namespace molt_emu {
+/// The atomic view of *p, counted as one atomic of its size (MOLT_EMU_TRAFFIC).
+template <class T> inline std::atomic_ref<T> countedRef(T *p) {
+  countAtomic(p, sizeof(T));
+  return ref(p);
+}
+} // namespace molt_emu
+template <class T> inline T atomicAdd(T *p, molt_emu_same<T> v) { return molt_emu::countedRef(p).fetch_add(v); }
+template <class T> inline T atomicSub(T *p, molt_emu_same<T> v) { return molt_emu::countedRef(p).fetch_sub(v); }
+template <class T> inline T atomicExch(T *p, molt_emu_same<T> v) { return molt_emu::countedRef(p).exchange(v); }
+template <class T> inline T atomicAnd(T *p, molt_emu_same<T> v) { return molt_emu::countedRef(p).fetch_and(v); }
+template <class T> inline T atomicOr(T *p, molt_emu_same<T> v) { return molt_emu::countedRef(p).fetch_or(v); }
+template <class T> inline T atomicXor(T *p, molt_emu_same<T> v) { return molt_emu::countedRef(p).fetch_xor(v); }
 template <class T> inline T atomicCAS(T *p, molt_emu_same<T> expected, molt_emu_same<T> desired) {
-  molt_emu::ref(p).compare_exchange_strong(expected, desired);
+  molt_emu::countedRef(p).compare_exchange_strong(expected, desired);
   return expected;
 }
 template <class T> inline T atomicMax(T *p, molt_emu_same<T> v) {
-  auto r = molt_emu::ref(p);
+  auto r = molt_emu::countedRef(p);
   T old = r.load();
   while (old < v && !r.compare_exchange_weak(old, v)) {
   }
   return old;
 }
 template <class T> inline T atomicMin(T *p, molt_emu_same<T> v) {
-  auto r = molt_emu::ref(p);
+  auto r = molt_emu::countedRef(p);
   T old = r.load();
   while (v < old && !r.compare_exchange_weak(old, v)) {
   }
@@ -648,6 +797,11 @@ molt_emu_launch(void (*entry)(const void *), const void *args, const unsigned gr
   b.message[0] = 0;
   b.thread = pthread_self();
   gBlock = &b;
+#if defined(MOLT_EMU_TRAFFIC)
+  gTraffic = {};
+  seenClear();
+  setLocalRanges(b, kStackBytes + 4096);
+#endif
   FaultGuard guard;
   blockDim = {block[0], block[1], block[2]};
   gridDim = {grid[0], grid[1], grid[2]};
@@ -655,6 +809,9 @@ molt_emu_launch(void (*entry)(const void *), const void *args, const unsigned gr
     for (unsigned y = 0; y < grid[1]; ++y)
       for (unsigned x = 0; x < grid[0]; ++x) {
         blockIdx = {x, y, z};
+#if defined(MOLT_EMU_TRAFFIC)
+        gBlockSerial = 1 + x + grid[0] * (y + grid[1] * z);
+#endif
         if (!scheduleOrder(b, x + grid[0] * (y + grid[1] * z), err, errBytes)) {
           gBlock = nullptr;
           return -1;
@@ -668,3 +825,97 @@ molt_emu_launch(void (*entry)(const void *), const void *args, const unsigned gr
   gBlock = nullptr;
   return 0;
 }
+
+
+/// The global-memory bytes of the last launch: {loaded, loaded distinct per block, loaded
+/// distinct per launch, stored, atomically updated}; all zero in a module built without
+/// MOLT_EMU_TRAFFIC (returns 0 then, 1 when counting).
+extern "C" __attribute__((visibility("default"))) int molt_emu_traffic(unsigned long long out[5]) {
+#if defined(MOLT_EMU_TRAFFIC)
+  const molt_emu::Traffic &t = molt_emu::gTraffic;
+  out[0] = t.load, out[1] = t.loadBlock, out[2] = t.loadLaunch, out[3] = t.store, out[4] = t.atomic;
+  return 1;
+#else
+  for (int i = 0; i < 5; ++i)
+    out[i] = 0;
+  return 0;
+#endif
+}
+
+/// Counts, per 4-byte word of [lo, lo + bytes), the stores and atomics of later launches into
+/// counts[] (bytes / 4 entries, owned by the caller); bytes 0 stops watching.
+extern "C" __attribute__((visibility("default"))) void molt_emu_watch_writes(void *lo, unsigned long bytes,
+                                                                              unsigned *counts) {
+#if defined(MOLT_EMU_TRAFFIC)
+  molt_emu::gWatchLo = reinterpret_cast<uintptr_t>(lo);
+  molt_emu::gWatchHi = molt_emu::gWatchLo + (counts ? bytes : 0);
+  molt_emu::gWatchCounts = counts;
+#else
+  (void)lo, (void)bytes, (void)counts;
+#endif
+}
+
+#if defined(MOLT_EMU_TRAFFIC)
+// The ThreadSanitizer instrumentation's callbacks (the names and signatures of GCC's and Clang's
+// -fsanitize=thread ABI): plain accesses are counted, atomics performed (counted by the
+// intrinsics above), function entry and exit ignored.
+extern "C" {
+#define MOLT_EMU_TSAN_ACCESS(n)                                                                    \
+  MOLT_EMU_UNCOUNTED void __tsan_read##n(void *p) { molt_emu::countLoad(p, n); }                   \
+  MOLT_EMU_UNCOUNTED void __tsan_write##n(void *p) { molt_emu::countStore(p, n); }                 \
+  MOLT_EMU_UNCOUNTED void __tsan_unaligned_read##n(void *p) { molt_emu::countLoad(p, n); }         \
+  MOLT_EMU_UNCOUNTED void __tsan_unaligned_write##n(void *p) { molt_emu::countStore(p, n); }       \
+  MOLT_EMU_UNCOUNTED void __tsan_volatile_read##n(void *p) { molt_emu::countLoad(p, n); }          \
+  MOLT_EMU_UNCOUNTED void __tsan_volatile_write##n(void *p) { molt_emu::countStore(p, n); }
+MOLT_EMU_TSAN_ACCESS(1)
+MOLT_EMU_TSAN_ACCESS(2)
+MOLT_EMU_TSAN_ACCESS(4)
+MOLT_EMU_TSAN_ACCESS(8)
+MOLT_EMU_TSAN_ACCESS(16)
+MOLT_EMU_UNCOUNTED void __tsan_read_range(void *p, unsigned long n) { molt_emu::countLoad(p, unsigned(n)); }
+MOLT_EMU_UNCOUNTED void __tsan_write_range(void *p, unsigned long n) { molt_emu::countStore(p, unsigned(n)); }
+MOLT_EMU_UNCOUNTED void __tsan_init() {}
+MOLT_EMU_UNCOUNTED void __tsan_func_entry(void *) {}
+MOLT_EMU_UNCOUNTED void __tsan_func_exit() {}
+MOLT_EMU_UNCOUNTED void __tsan_vptr_update(void **, void *) {}
+MOLT_EMU_UNCOUNTED void __tsan_vptr_read(void **) {}
+MOLT_EMU_UNCOUNTED void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+MOLT_EMU_UNCOUNTED void __tsan_atomic_signal_fence(int) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+#define MOLT_EMU_TSAN_RMW(n, T, name)                                                              \
+  MOLT_EMU_UNCOUNTED T __tsan_atomic##n##_##name(volatile T *a, T v, int) {                        \
+    return __atomic_##name(a, v, __ATOMIC_SEQ_CST);                                                \
+  }
+#define MOLT_EMU_TSAN_ATOMIC(n, T)                                                                 \
+  MOLT_EMU_UNCOUNTED T __tsan_atomic##n##_load(const volatile T *a, int) {                         \
+    return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                   \
+  }                                                                                                \
+  MOLT_EMU_UNCOUNTED void __tsan_atomic##n##_store(volatile T *a, T v, int) {                      \
+    __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                      \
+  }                                                                                                \
+  MOLT_EMU_UNCOUNTED T __tsan_atomic##n##_exchange(volatile T *a, T v, int) {                      \
+    return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                            \
+  }                                                                                                \
+  MOLT_EMU_TSAN_RMW(n, T, fetch_add)                                                               \
+  MOLT_EMU_TSAN_RMW(n, T, fetch_sub)                                                               \
+  MOLT_EMU_TSAN_RMW(n, T, fetch_and)                                                               \
+  MOLT_EMU_TSAN_RMW(n, T, fetch_or)                                                                \
+  MOLT_EMU_TSAN_RMW(n, T, fetch_xor)                                                               \
+  MOLT_EMU_TSAN_RMW(n, T, fetch_nand)                                                              \
+  MOLT_EMU_UNCOUNTED int __tsan_atomic##n##_compare_exchange_strong(volatile T *a, T *c, T v, int, \
+                                                                    int) {                         \
+    return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);        \
+  }                                                                                                \
+  MOLT_EMU_UNCOUNTED int __tsan_atomic##n##_compare_exchange_weak(volatile T *a, T *c, T v, int,   \
+                                                                  int) {                           \
+    return __atomic_compare_exchange_n(a, c, v, true, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);         \
+  }                                                                                                \
+  MOLT_EMU_UNCOUNTED T __tsan_atomic##n##_compare_exchange_val(volatile T *a, T c, T v, int, int) { \
+    __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);              \
+    return c;                                                                                      \
+  }
+MOLT_EMU_TSAN_ATOMIC(8, unsigned char)
+MOLT_EMU_TSAN_ATOMIC(16, unsigned short)
+MOLT_EMU_TSAN_ATOMIC(32, unsigned)
+MOLT_EMU_TSAN_ATOMIC(64, unsigned long long)
+} // extern "C"
+#endif

@@ -77,14 +77,35 @@ const std::string &toolchainKey(const std::string &cxx) {
   return it->second;
 }
 
+bool envOn(const char *name) {
+  const char *v = std::getenv(name);
+  return v && *v && std::string(v) != "0";
+}
+
+/// Traffic counting builds the object with the compiler's ThreadSanitizer instrumentation as the
+/// per-access hook (simt.h defines the callbacks; no sanitizer runtime is linked).
+bool countingTraffic() { return envOn("MOLT_EMU_TRAFFIC"); }
+
 std::vector<std::string> compileFlags() {
   // -fno-strict-aliasing: kernels view the u32 work scratch as int and float, as CUDA permits.
   std::vector<std::string> f = {"-std=c++20", "-O1", "-shared", "-fPIC", "-fvisibility=hidden",
                                 "-fno-strict-aliasing", "-w", "-DMOLT_CUDA_EMU"};
-  if (const char *tf32 = std::getenv("MOLT_CUDA_TF32"); tf32 && *tf32 && std::string(tf32) != "0")
+  if (envOn("MOLT_CUDA_TF32"))
     f.push_back("-DMOLT_TF32");
+  if (countingTraffic())
+    for (const char *t : {"-DMOLT_EMU_TRAFFIC", "-fsanitize=thread", "--param",
+                          "tsan-instrument-func-entry-exit=0"})
+      f.push_back(t);
   return f;
 }
+
+std::mutex gTrafficMu;
+std::map<std::string, Traffic> gTraffic;
+struct Watch {
+  void *lo = nullptr;
+  size_t bytes = 0;
+  unsigned *counts = nullptr;
+} gWatch;
 
 std::string hashHex(const std::string &material) {
   char buf[40];
@@ -136,9 +157,36 @@ Status Module::launch(const std::string &entry, const unsigned grid[3], const un
   if (it == entries_.end())
     return notFound("emulator module " + path_ + " has no entry '" + entry + "'");
   char err[512] = {0};
+  if (counting_) {
+    std::lock_guard<std::mutex> lock(gTrafficMu);
+    watch_(gWatch.lo, gWatch.bytes, gWatch.counts);
+  }
   if (launch_(it->second, &args, grid, block, err, sizeof err) != 0)
     return internalError(std::string("emulated ") + entry + ": " + err);
+  if (counting_) {
+    unsigned long long t[5];
+    traffic_(t);
+    std::lock_guard<std::mutex> lock(gTrafficMu);
+    Traffic &sum = gTraffic[entry];
+    sum.loadBytes += t[0], sum.loadBlockBytes += t[1], sum.loadLaunchBytes += t[2];
+    sum.storeBytes += t[3], sum.atomicBytes += t[4], ++sum.launches;
+  }
   return Status::ok();
+}
+
+std::map<std::string, Traffic> trafficByEntry() {
+  std::lock_guard<std::mutex> lock(gTrafficMu);
+  return gTraffic;
+}
+
+void resetTraffic() {
+  std::lock_guard<std::mutex> lock(gTrafficMu);
+  gTraffic.clear();
+}
+
+void watchWrites(void *lo, size_t bytes, unsigned *counts) {
+  std::lock_guard<std::mutex> lock(gTrafficMu);
+  gWatch = {lo, counts ? bytes : 0, counts};
 }
 
 StatusOr<std::shared_ptr<Module>> buildModule(const std::vector<KernelSource> &kernels,
@@ -184,11 +232,18 @@ StatusOr<std::shared_ptr<Module>> buildModule(const std::vector<KernelSource> &k
     std::vector<std::string> argv = {cxx};
     argv.insert(argv.end(), flags.begin(), flags.end());
     const fs::path tmp = dir / (key + ".so.tmp" + unique);
+    // Counting: compile instrumented, then link without the sanitizer runtime (simt.h is it).
+    const bool counting = countingTraffic();
+    const fs::path obj = work / "kernels.o";
+    if (counting)
+      argv.push_back("-c");
     for (const std::string &a : {std::string("-include"), simt, "-I" + work.string(), std::string("-o"),
-                                 tmp.string(), (work / "kernels.cpp").string()})
+                                 (counting ? obj : tmp).string(), (work / "kernels.cpp").string()})
       argv.push_back(a);
     std::string log;
-    const int rc = runProcess(argv, log);
+    int rc = runProcess(argv, log);
+    if (rc == 0 && counting)
+      rc = runProcess({cxx, "-shared", "-o", tmp.string(), obj.string()}, log);
     fs::remove_all(work, ec);
     if (rc != 0) {
       fs::remove(tmp, ec);
@@ -209,6 +264,12 @@ StatusOr<std::shared_ptr<Module>> buildModule(const std::vector<KernelSource> &k
   m->launch_ = reinterpret_cast<Module::Launch>(dlsym(m->handle_, "molt_emu_launch"));
   auto lookup = reinterpret_cast<void *(*)(const char *)>(dlsym(m->handle_, "molt_emu_entry"));
   auto abi = reinterpret_cast<unsigned long long (*)()>(dlsym(m->handle_, "molt_emu_abi"));
+  m->traffic_ = reinterpret_cast<Module::TrafficFn>(dlsym(m->handle_, "molt_emu_traffic"));
+  m->watch_ = reinterpret_cast<Module::WatchFn>(dlsym(m->handle_, "molt_emu_watch_writes"));
+  if (m->traffic_ && m->watch_) {
+    unsigned long long probe[5];
+    m->counting_ = m->traffic_(probe) != 0;
+  }
   if (!m->launch_ || !lookup || !abi)
     return internalError(so.string() + " is not an emulator module (no molt_emu_launch)");
   // A bundle carries its own copy of abi.cuh: one from an older molt passes these structs with

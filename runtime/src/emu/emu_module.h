@@ -6,6 +6,7 @@
 // the compiler that built molt), never a GPU or the CUDA driver.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -35,6 +36,8 @@ public:
   Status launch(const std::string &entry, const unsigned grid[3], const unsigned block[3],
                 const k::Args &args) const;
   bool cacheHit() const { return cacheHit_; }
+  /// Whether launches count their global-memory traffic (built with $MOLT_EMU_TRAFFIC set).
+  bool countsTraffic() const { return counting_; }
   /// The shared object on disk.
   const std::string &path() const { return path_; }
 
@@ -46,12 +49,40 @@ private:
   using Entry = void (*)(const void *);
   using Launch = int (*)(Entry, const void *, const unsigned *, const unsigned *, char *,
                          unsigned long);
+  using TrafficFn = int (*)(unsigned long long *);
+  using WatchFn = void (*)(void *, unsigned long, unsigned *);
   void *handle_ = nullptr;
   Launch launch_ = nullptr;
+  TrafficFn traffic_ = nullptr;
+  WatchFn watch_ = nullptr;
+  bool counting_ = false;
   std::map<std::string, Entry> entries_;
   std::string path_;
   bool cacheHit_ = false;
 };
+
+/// Global-memory bytes a launch moved, as the emulator counts them (kernels/cuda/emu/simt.h,
+/// "global-memory traffic"): every load and store of kernel code outside registers, local and
+/// shared memory, and every atomic once (its operand's size). Loads three ways: every byte
+/// requested, distinct per block (what reaches L2 when a block's own re-reads hit L1) and
+/// distinct per launch (HBM behind an L2 that holds everything). Counted only by modules built
+/// while $MOLT_EMU_TRAFFIC is set (non-empty, not "0"): they are compiled with the compiler's
+/// ThreadSanitizer instrumentation as the hook, several times slower.
+struct Traffic {
+  uint64_t loadBytes = 0, loadBlockBytes = 0, loadLaunchBytes = 0, storeBytes = 0, atomicBytes = 0;
+  uint64_t launches = 0;
+  /// The HBM estimate the cost model bounds: distinct loads, every store and atomic.
+  uint64_t hbm() const { return loadLaunchBytes + storeBytes + atomicBytes; }
+  /// What reaches L2: loads distinct per block, every store and atomic.
+  uint64_t l2() const { return loadBlockBytes + storeBytes + atomicBytes; }
+};
+/// Every counted launch in this process since the last reset, summed per entry name.
+std::map<std::string, Traffic> trafficByEntry();
+void resetTraffic();
+/// Counts, per 4-byte word of [lo, lo + bytes), the stores and atomics of every later counted
+/// launch into `counts` (bytes / 4 entries, zeroed by the caller, alive until unwatched);
+/// watchWrites(nullptr, 0, nullptr) stops. One range at a time, process-wide.
+void watchWrites(void *lo, size_t bytes, unsigned *counts);
 
 /// Builds (or finds in the cache) the shared object for `kernels`. `headers` maps include names
 /// ("molt_kernels/common.cuh") to text, as molt::cuda::loadKernelHeaders returns them. The key
