@@ -4,6 +4,7 @@
     yhat = layer.forward(x)            # x: NumPy array or torch tensor [n, d], float32
     grads = layer.backward(x, dyhat)   # {"x": dL/dx, "<param>": dL/d<param>, ...}
     metrics = layer.train_step(x, y)   # one Adam step on MSE + sparsity penalty
+    trained = molt.load("RUN")         # a molt-train run's layer, in raw space
 
 Tensors cross without copies where the backend allows it: `x` (and `out`, and params passed to
 backward) are bound as the executor's own storage for the duration of the call, and results are

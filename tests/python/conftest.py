@@ -24,11 +24,11 @@ def required(name):
 
 
 def tool(name):
-    """A built molt tool: $MOLT_TOOL_DIR/NAME/NAME (the ctest sets it to the build's tools/),
-    build/tools/NAME/NAME, or PATH; None when there is none."""
-    for d in (os.environ.get("MOLT_TOOL_DIR"), os.path.join(ROOT, "build", "tools")):
-        if d and os.access(os.path.join(d, name, name), os.X_OK):
-            return os.path.join(d, name, name)
+    """A built molt tool: in $MOLT_TOOL_DIR (the ctest sets it to the build's bin/), in
+    build/bin, or on PATH; None when there is none."""
+    for d in (os.environ.get("MOLT_TOOL_DIR"), os.path.join(ROOT, "build", "bin")):
+        if d and os.access(os.path.join(d, name), os.X_OK):
+            return os.path.join(d, name)
     return shutil.which(name)
 
 
