@@ -8,8 +8,8 @@
 
 The layer runs as the custom ops `molt::apply<k>` (forward; k = the number of params) and
 `molt::apply<k>_backward` (the runtime's backward and input gradient), each with a fake (meta)
-kernel, registered autograd and a vmap rule, so `torch.compile(..., fullgraph=True)`, `torch.func.vjp` / `jacrev` and `vmap` see one opaque
-op. Double backward is refused. The sparsity penalty λ/B·Σ_i Σ_t S(g_it·‖U_tV_t‖_F) (the
+kernel, registered autograd and a vmap rule, so `torch.compile(..., fullgraph=True)`,
+`torch.func.vjp` / `jacrev` and `vmap` see one opaque op. Double backward is refused. The sparsity penalty λ/B·Σ_i Σ_t S(g_it·‖U_tV_t‖_F) (the
 transcoder's S(a_if·‖dec_w_f‖)) is plain differentiable torch on the gates and params: the
 exact Gram norm sqrt(trace((UᵀU)(VVᵀ))), the JumpReLU threshold's straight-through estimator of
 docs/bundle.md.
@@ -53,7 +53,7 @@ def _handle(layer):
 def _layer(handle):
     layer = _layers.get(handle)
     if layer is None:
-        raise MoltError(f"molt::apply: no live molt.Layer with handle {handle}")
+        raise MoltError(f"molt::apply: no live molt.Layer has handle {handle}")
     return layer
 
 
@@ -78,7 +78,7 @@ def _backward_impl(x, d_yhat, *rest):
 
 def _no_double_backward(ctx, *grads):
     raise RuntimeError("molt: double backward (a gradient of molt's gradient: create_graph=True "
-                       "through molt::apply, torch.func.hessian, jacfwd(jacrev)) is not "
+                       "through molt::apply<k>, torch.func.hessian, jacfwd(jacrev)) is not "
                        "supported; the runtime has no second-order kernels")
 
 

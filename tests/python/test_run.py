@@ -1,7 +1,8 @@
 """Loading a molt-train run directory: molt.load(RUN) / Layer(RUN) / MoltMLP.from_run(RUN) give
 the raw-space layer, whose NMSE on raw data is molt-eval's; a normalised checkpoint loaded into
 a raw-space layer is an error naming the fix. Also the spec route of a fresh `pip install .`:
-the compiler is built in when MLIR is found, and without it the error names the two ways out."""
+the compiler is built in when MLIR is found, and without it the error names the two ways out;
+and the torch tests cannot skip in CI."""
 import json
 import os
 import subprocess
@@ -144,3 +145,16 @@ def test_pip_configuration_builds_the_compiler_exactly_when_mlir_is_found(tmp_pa
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert ("molt: compiler ON" if mlir else "molt: compiler OFF") in r.stdout
+
+
+def test_a_missing_torch_fails_instead_of_skipping_under_ci(monkeypatch):
+    from conftest import required
+    monkeypatch.delenv("MOLT_REQUIRE_TORCH", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        required("molt_no_such_module")
+    for var, value in (("CI", "true"), ("MOLT_REQUIRE_TORCH", "1")):
+        monkeypatch.setenv(var, value)
+        with pytest.raises(ImportError):
+            required("molt_no_such_module")
+        monkeypatch.delenv(var)

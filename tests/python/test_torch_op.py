@@ -48,6 +48,26 @@ def test_compile_fullgraph_matches_eager(fixture_bundle):
     assert any(g.abs().sum() > 0 for g in comp_grads[2:-2])  # the MOLT's own params got some
 
 
+def test_the_ops_pass_torch_library_opcheck(fixture_bundle):
+    """torch's own checks of a custom op: schema, fake kernel, autograd registration, AOT
+    dispatch (static and dynamic shapes), for the forward and the backward op."""
+    mlp = mt.MoltMLP(make(fixture_bundle))
+    k = len(mlp.names)
+    params = [p.detach().clone().requires_grad_(True) for p in mlp.parameters()]
+    x = rows(16).requires_grad_(True)
+    torch.library.opcheck(getattr(torch.ops.molt, f"apply{k}"), (x, *params, mlp._handle))
+    torch.library.opcheck(getattr(torch.ops.molt, f"apply{k}_backward"),
+                          (x.detach(), rows(16, seed=1), *[p.detach() for p in params],
+                           mlp._handle, True))
+    # The op's registered autograd (direct callers of torch.ops.molt) gives the module's grads.
+    y = getattr(torch.ops.molt, f"apply{k}")(x, *params, mlp._handle)
+    grads = torch.autograd.grad(y.square().sum(), [x, *params])
+    x2 = x.detach().requires_grad_(True)
+    want = torch.autograd.grad(mlp(x2).square().sum(), [x2, *mlp.parameters()])
+    for a, b in zip(grads, want):
+        torch.testing.assert_close(a, b)
+
+
 def test_func_jacrev_is_the_exact_jacobian_and_vjp_the_backward(fixture_bundle):
     layer = make(fixture_bundle)
     mlp = mt.MoltMLP(layer)
