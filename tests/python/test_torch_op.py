@@ -46,6 +46,12 @@ def test_compile_fullgraph_matches_eager(fixture_bundle):
     for a, b in zip(comp_grads, eager_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert any(g.abs().sum() > 0 for g in comp_grads[2:-2])  # the MOLT's own params got some
+    # The training loss (ŷ and the penalty, gates and Gram norms in torch) compiles whole too.
+    mlp = model[1]
+    loss = lambda xx: sum(t.square().sum() if t.dim() else t for t in mlp(xx, return_penalty=True))
+    x1 = rows(32, seed=1)
+    torch.testing.assert_close(torch.compile(loss, fullgraph=True)(x1), loss(x1), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_the_ops_pass_torch_library_opcheck(fixture_bundle):
@@ -78,6 +84,9 @@ def test_func_jacrev_is_the_exact_jacobian_and_vjp_the_backward(fixture_bundle):
         np.testing.assert_allclose(jac[i, :, i, :].numpy(), exact[i], rtol=1e-4, atol=1e-5)
         others = [j for j in range(3) if j != i]
         assert torch.count_nonzero(jac[i, :, others, :]) == 0  # rows do not interact
+    xs = torch.stack([x, rows(3, seed=6)])  # vmap over a batch of inputs: the looped rule
+    torch.testing.assert_close(torch.func.vmap(mlp)(xs).detach(), torch.stack(
+        [mlp(xs[0]), mlp(xs[1])]).detach())
     params = dict(mlp.named_parameters())
     dy = rows(3, seed=5)
     _, vjp = torch.func.vjp(lambda p, xx: torch.func.functional_call(mlp, p, (xx,)), params, x)
@@ -263,6 +272,8 @@ def test_module_pickles_with_its_bundle_and_params(fixture_bundle, tmp_path, mon
     buf = io.BytesIO()
     torch.save(mlp, buf)
     deep = copy.deepcopy(mlp)
+    alone = pickle.loads(pickle.dumps(layer))  # a Layer pickles by itself too
+    np.testing.assert_array_equal(alone.forward(x.numpy()), layer.forward(x.numpy()))
     shutil.rmtree(bundle)  # the copies carry the bundle themselves
     copies = [pickle.loads(blob), torch.load(io.BytesIO(buf.getvalue()), weights_only=False),
               deep]
