@@ -160,7 +160,7 @@ def run(args, log):
     xv, yv, special = gather_rows(bert, eval_seqs, args.layer, specials=True)
     log(f"{PROG}: {len(x)} train rows, {len(xv)} held-out rows ({time.time() - t0:.1f} s)")
 
-    # Dataset-wise normalisation to mean norm √d (DESIGN.md §1), undone at the swap.
+    # Dataset-wise normalisation to mean norm √d (docs/architecture.md §1), undone at the swap.
     sx = np.float32(np.sqrt(d) / np.linalg.norm(x, axis=1).mean())
     sy = np.float32(np.sqrt(d) / np.linalg.norm(y, axis=1).mean())
     bundle = args.bundle or default_bundle(molt, d, args.cache)

@@ -1,5 +1,5 @@
 """Harvesting: forward hooks on any torch.nn.Module that stream its (input, output) rows into
-safetensors shards (DESIGN.md §3: `x` [n, d], `y` [n, d], F32) or straight into a callback.
+safetensors shards (docs/architecture.md §3: `x` [n, d], `y` [n, d], F32) or straight into a callback.
 
     with molt.harvest.Harvester(model.encoder.layer[3].mlp, out_dir="acts/train") as h:
         for batch in loader:

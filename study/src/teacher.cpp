@@ -24,7 +24,10 @@ StatusOr<Activation> parseActivation(const std::string &name) {
     return Activation::GeluTanh;
   if (name == "relu")
     return Activation::Relu;
-  return invalidArgument("unknown activation '" + name + "' (expected gelu, gelu_tanh or relu)");
+  if (name == "swiglu")
+    return Activation::SwiGlu;
+  return invalidArgument("unknown activation '" + name +
+                         "' (expected gelu, gelu_tanh, relu or swiglu)");
 }
 
 const char *activationName(Activation a) {
@@ -35,6 +38,8 @@ const char *activationName(Activation a) {
     return "gelu_tanh";
   case Activation::Relu:
     return "relu";
+  case Activation::SwiGlu:
+    return "swiglu";
   }
   return "?";
 }
@@ -47,6 +52,8 @@ double activate(Activation a, double x) {
     return 0.5 * x * (1.0 + std::tanh(kSqrt2OverPi * (x + kGeluTanhCubic * x * x * x)));
   case Activation::Relu:
     return x > 0 ? x : 0.0;
+  case Activation::SwiGlu: // silu
+    return x / (1.0 + std::exp(-x));
   }
   return 0.0;
 }
@@ -63,14 +70,37 @@ double activateDerivative(Activation a, double x) {
   }
   case Activation::Relu:
     return x > 0 ? 1.0 : 0.0;
+  case Activation::SwiGlu: { // silu' = σ(x)(1 + x(1 − σ(x)))
+    double sig = 1.0 / (1.0 + std::exp(-x));
+    return sig * (1.0 + x * (1.0 - sig));
+  }
   }
   return 0.0;
+}
+
+TeacherMlp swigluTeacher(int64_t d, int64_t m, const std::vector<double> &w_gate,
+                         const std::vector<double> &w_up, const std::vector<double> &w_down) {
+  TeacherMlp t;
+  t.d = d, t.h = 2 * m, t.activation = Activation::SwiGlu;
+  t.w_in = w_gate;
+  t.w_in.insert(t.w_in.end(), w_up.begin(), w_up.end());
+  t.w_out.assign(size_t(d * 2 * m), 0.0);
+  if (w_down.size() == size_t(d * m))
+    for (int64_t i = 0; i < d; ++i)
+      for (int64_t k = 0; k < m; ++k)
+        t.w_out[size_t(i * 2 * m + k)] = t.w_out[size_t(i * 2 * m + m + k)] = w_down[size_t(i * m + k)];
+  t.b_in.assign(size_t(2 * m), 0.0);
+  t.b_out.assign(size_t(d), 0.0);
+  return t;
 }
 
 Status validateTeacher(const TeacherMlp &t) {
   if (t.d <= 0 || t.h <= 0)
     return invalidArgument("teacher widths must be positive (d=" + std::to_string(t.d) +
                            ", h=" + std::to_string(t.h) + ")");
+  if (t.activation == Activation::SwiGlu && t.h % 2)
+    return invalidArgument("a swiglu teacher's stacked width must be even, got " +
+                           std::to_string(t.h));
   struct Want {
     const char *name;
     const std::vector<double> &v;
@@ -98,11 +128,32 @@ StatusOr<TeacherMlp> loadTeacher(const std::string &path) {
   TeacherMlp teacher;
   auto meta = (*file)->metadata().find("activation");
   if (meta == (*file)->metadata().end())
-    return invalidArgument(path + ": no __metadata__ \"activation\" (gelu, gelu_tanh or relu)");
+    return invalidArgument(path + ": no __metadata__ \"activation\" (gelu, gelu_tanh, relu or swiglu)");
   auto act = parseActivation(meta->second);
   if (!act)
     return act.status().withContext(path);
   teacher.activation = *act;
+  if (*act == Activation::SwiGlu) {
+    const TensorView *gate = (*file)->find("w_gate");
+    if (!gate)
+      return notFound(path + ": no tensor 'w_gate' (a swiglu teacher holds w_gate, w_up, w_down)");
+    if (gate->shape.size() != 2)
+      return invalidArgument(path + ": tensor 'w_gate' must be 2-D [m, d]");
+    const int64_t m = gate->shape[0], d = gate->shape[1];
+    auto g = (*file)->readF32("w_gate", {m, d});
+    if (!g)
+      return g.status();
+    auto u = (*file)->readF32("w_up", {m, d});
+    if (!u)
+      return u.status();
+    auto w = (*file)->readF32("w_down", {d, m});
+    if (!w)
+      return w.status();
+    auto wide = [](const std::vector<float> &v) { return std::vector<double>(v.begin(), v.end()); };
+    teacher = swigluTeacher(d, m, wide(*g), wide(*u), wide(*w));
+    MOLT_RETURN_IF_ERROR(validateTeacher(teacher).withContext(path));
+    return teacher;
+  }
   const TensorView *win = (*file)->find("w_in");
   if (!win)
     return notFound(path + ": no tensor 'w_in'");
@@ -148,6 +199,15 @@ void teacherPreactivation(const TeacherMlp &t, const double *x, double *pre) {
 
 void teacherDerivative(const TeacherMlp &t, const double *x, double *delta) {
   teacherPreactivation(t, x, delta);
+  if (t.activation == Activation::SwiGlu) { // [g; u] -> [silu'(g)∘u; silu(g)]
+    const int64_t m = t.h / 2;
+    for (int64_t k = 0; k < m; ++k) {
+      const double g = delta[k], u = delta[m + k];
+      delta[k] = activateDerivative(Activation::SwiGlu, g) * u;
+      delta[m + k] = activate(Activation::SwiGlu, g);
+    }
+    return;
+  }
   for (int64_t k = 0; k < t.h; ++k)
     delta[k] = activateDerivative(t.activation, delta[k]);
 }
@@ -155,8 +215,17 @@ void teacherDerivative(const TeacherMlp &t, const double *x, double *delta) {
 void teacherForward(const TeacherMlp &t, const double *x, double *y) {
   std::vector<double> a(size_t(t.h));
   teacherPreactivation(t, x, a.data());
-  for (double &v : a)
-    v = activate(t.activation, v);
+  if (t.activation == Activation::SwiGlu) {
+    // silu(g)∘u in the first half, zeros in the second: w_out's halves are both w_down.
+    const int64_t m = t.h / 2;
+    for (int64_t k = 0; k < m; ++k) {
+      a[size_t(k)] = activate(Activation::SwiGlu, a[size_t(k)]) * a[size_t(m + k)];
+      a[size_t(m + k)] = 0.0;
+    }
+  } else {
+    for (double &v : a)
+      v = activate(t.activation, v);
+  }
   affine(t.w_out, t.b_out, a.data(), y, t.d, t.h);
 }
 

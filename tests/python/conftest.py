@@ -38,7 +38,7 @@ def fixture_bundle():
 
 
 def reference_forward(model, p, x):
-    """ŷ in float64, dense over every transform (DESIGN.md §1), independent of the runtime."""
+    """ŷ in float64, dense over every transform (docs/architecture.md §1), independent of the runtime."""
     x = np.asarray(x, np.float64)
     P = {k: np.asarray(v, np.float64) for k, v in p.items()}
     gate = model["gate"]["kind"]

@@ -33,7 +33,7 @@ class JumpReLU(torch.autograd.Function):
 
 
 def reference_molt(model, P, x):
-    """Dense over every transform, float64, plain autograd (DESIGN.md §1)."""
+    """Dense over every transform, float64, plain autograd (docs/architecture.md §1)."""
     pre = x @ P["enc_w"].T - P["enc_b"]
     if model["gate"]["kind"] == "jumprelu":
         g = JumpReLU.apply(pre, P["theta"], model["gate"]["bandwidth"])

@@ -26,6 +26,15 @@ std::vector<float> randomVec(std::mt19937_64 &rng, size_t n, double sd) {
 
 TeacherMlp randomTeacher(int64_t d, int64_t h, Activation act, uint64_t seed) {
   std::mt19937_64 rng(seed);
+  if (act == Activation::SwiGlu) { // h is the MLP's width m here
+    auto cp = [&](size_t n, double sd) {
+      auto f = randomVec(rng, n, sd);
+      return std::vector<double>(f.begin(), f.end());
+    };
+    auto g = cp(size_t(h * d), 1.5 / std::sqrt(double(d)));
+    auto u = cp(size_t(h * d), 1.0 / std::sqrt(double(d)));
+    return swigluTeacher(d, h, g, u, cp(size_t(d * h), 1.0 / std::sqrt(double(h))));
+  }
   TeacherMlp t;
   t.d = d, t.h = h, t.activation = act;
   auto cp = [&](size_t n, double sd) {
@@ -254,7 +263,8 @@ TEST(Jacobian, NegativeThresholdsGateAsRelu) {
 }
 
 TEST(Jacobian, TeacherMatchesFiniteDifferencesForEveryActivation) {
-  for (Activation a : {Activation::Gelu, Activation::GeluTanh, Activation::Relu}) {
+  for (Activation a :
+       {Activation::Gelu, Activation::GeluTanh, Activation::Relu, Activation::SwiGlu}) {
     TeacherMlp T = randomTeacher(5, 11, a, 21);
     ReplacementLayer dummy = layerOf(randomTranscoder(5, 3, "relu", 0, false, 1));
     std::vector<double> xs = safePoints(dummy, &T, 4, 1e-3, 5);
@@ -310,6 +320,34 @@ TEST(JacobianCosine, IdentitiesEqualDenseJacobians) {
   expectExactEqualsDense(randomTranscoder(9, 20, "jumprelu", 0, true, 37), R, "tc/jumprelu+skip");
   TeacherMlp G = randomTeacher(9, 17, Activation::GeluTanh, 38);
   expectExactEqualsDense(randomMolt(9, {{6, 1}, {2, 4}}, "jumprelu", 39), G, "molt/gelu_tanh");
+  TeacherMlp S = randomTeacher(9, 13, Activation::SwiGlu, 40);
+  expectExactEqualsDense(randomMolt(9, {{5, 2}, {3, 3}}, "jumprelu", 41), S, "molt/swiglu");
+  expectExactEqualsDense(randomTranscoder(9, 20, "relu", 0, true, 42), S, "tc/relu+skip/swiglu");
+}
+
+// The SwiGLU teacher computes w_down·(silu(w_gate·x) ∘ (w_up·x)) from its unstacked weights.
+TEST(Teacher, SwigluForwardIsTheLlamaMlp) {
+  const int64_t d = 6, m = 10;
+  std::mt19937_64 rng(77);
+  auto cp = [&](size_t n) {
+    auto f = randomVec(rng, n, 0.5);
+    return std::vector<double>(f.begin(), f.end());
+  };
+  auto g = cp(size_t(m * d)), u = cp(size_t(m * d)), w = cp(size_t(d * m)), x = cp(size_t(d));
+  TeacherMlp T = swigluTeacher(d, m, g, u, w);
+  ASSERT_TRUE(validateTeacher(T).isOk());
+  std::vector<double> y(static_cast<size_t>(d)), want(static_cast<size_t>(d), 0.0), a(static_cast<size_t>(m));
+  for (int64_t k = 0; k < m; ++k) {
+    double gk = 0, uk = 0;
+    for (int64_t j = 0; j < d; ++j)
+      gk += g[size_t(k * d + j)] * x[size_t(j)], uk += u[size_t(k * d + j)] * x[size_t(j)];
+    a[size_t(k)] = gk / (1 + std::exp(-gk)) * uk;
+  }
+  for (int64_t i = 0; i < d; ++i)
+    for (int64_t k = 0; k < m; ++k)
+      want[size_t(i)] += w[size_t(i * m + k)] * a[size_t(k)];
+  teacherForward(T, x.data(), y.data());
+  expectClose(y, want, 1e-13, "swiglu forward");
 }
 
 // A ReLU transcoder with W_enc = w_in, b_enc = b_in and decoder rows = columns of w_out (plus
@@ -713,6 +751,43 @@ TEST(Teacher, LoadsTheContractFormatAndRejectsBadFiles) {
   EXPECT_EQ(loadTeacher(tempPath("absent.safetensors")).status().code(), Code::NotFound);
   std::remove(good.c_str());
   std::remove(bad.c_str());
+}
+
+TEST(Teacher, LoadsTheSwigluFormat) {
+  const int64_t d = 4, m = 3;
+  std::vector<float> g(m * d), u(m * d), w(d * m);
+  for (size_t i = 0; i < g.size(); ++i)
+    g[i] = 0.25f * float(i % 5) - 0.5f, u[i] = 0.125f * float(i % 7) - 0.25f;
+  for (size_t i = 0; i < w.size(); ++i)
+    w[i] = 0.5f - 0.0625f * float(i);
+  const std::string path = tempPath("swiglu.safetensors");
+  std::vector<TensorData> ts = {f32Tensor("w_gate", {m, d}, g), f32Tensor("w_up", {m, d}, u),
+                                f32Tensor("w_down", {d, m}, w)};
+  ASSERT_TRUE(writeSafetensors(path, ts, {{"activation", "swiglu"}}).isOk());
+  auto T = loadTeacher(path);
+  ASSERT_TRUE(T.isOk()) << T.status().message();
+  EXPECT_EQ(T->activation, Activation::SwiGlu);
+  EXPECT_EQ(T->d, d);
+  EXPECT_EQ(T->h, 2 * m);
+  TeacherMlp want = swigluTeacher(d, m, std::vector<double>(g.begin(), g.end()),
+                                  std::vector<double>(u.begin(), u.end()),
+                                  std::vector<double>(w.begin(), w.end()));
+  EXPECT_EQ(T->w_in, want.w_in);
+  EXPECT_EQ(T->w_out, want.w_out);
+  // A missing w_up, and a w_down of the wrong shape, are one-line errors naming the tensor.
+  ts.erase(ts.begin() + 1);
+  ASSERT_TRUE(writeSafetensors(path, ts, {{"activation", "swiglu"}}).isOk());
+  auto missing = loadTeacher(path);
+  ASSERT_FALSE(missing.isOk());
+  EXPECT_NE(missing.status().message().find("w_up"), std::string::npos);
+  ts = {f32Tensor("w_gate", {m, d}, g), f32Tensor("w_up", {m, d}, u),
+        f32Tensor("w_down", {m, d}, w)};
+  ASSERT_TRUE(writeSafetensors(path, ts, {{"activation", "swiglu"}}).isOk());
+  auto shape = loadTeacher(path);
+  ASSERT_FALSE(shape.isOk());
+  EXPECT_NE(shape.status().message().find("w_down"), std::string::npos);
+  EXPECT_EQ(shape.status().message().find('\n'), std::string::npos);
+  std::remove(path.c_str());
 }
 
 } // namespace

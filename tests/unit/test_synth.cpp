@@ -1,4 +1,4 @@
-// The synthetic teacher generator: its teacher file is in the DESIGN.md §3 format and
+// The synthetic teacher generator: its teacher file is in the docs/architecture.md §3 format and
 // reproduces the shards' y from x; the linear baseline behaves as least squares must; the
 // rank-groups teacher's Jacobian at each cluster has exactly that cluster's rank.
 #include <gtest/gtest.h>

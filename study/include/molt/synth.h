@@ -1,4 +1,4 @@
-// Synthetic teachers for tests, the demo and the schedule search: an MLP (DESIGN.md §3 teacher
+// Synthetic teachers for tests, the demo and the schedule search: an MLP (docs/architecture.md §3 teacher
 // format) on clustered inputs, written as x/y activation shards, with the best single linear
 // map's NMSE as the bar a sparse layer has to beat.
 #pragma once
