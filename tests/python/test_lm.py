@@ -86,3 +86,66 @@ def test_spliced_metrics_refuses_a_wrong_shape(tiny_llama):
     model, ids = tiny_llama
     with pytest.raises(ValueError, match="replacement returned shape"):
         lm.spliced_metrics(model, 0, ids, replacement=lambda x: x[..., :5])
+
+
+def _save_tiny_lm(folder):
+    """A tiny random Llama and a word-level tokenizer, saved as transformers would."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "."]
+    vocab = {w: i for i, w in enumerate(["[UNK]"] + words)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")
+    torch.manual_seed(3)
+    cfg = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=24,
+                                   num_hidden_layers=2, num_attention_heads=2,
+                                   num_key_value_heads=1, max_position_embeddings=32)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return words
+
+
+def test_molt_harvest_smollm2_path_on_a_tiny_saved_llama(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from safetensors.numpy import load_file
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    words = _save_tiny_lm(tmp_path / "lm")
+    text = tmp_path / "text.txt"
+    rng = np.random.default_rng(4)
+    text.write_text("\n\n".join(" ".join(rng.choice(words, 30)) for _ in range(12)))
+    out = tmp_path / "h"
+    cmd = [sys.executable, os.path.join(root, "tools", "molt-harvest", "molt-harvest"),
+           "--model", "smollm2", "--model-dir", str(tmp_path / "lm"), "--layer", "1",
+           "--text", str(text), "--tokens", "200", "--seq-len", "10", "--out", str(out),
+           "--shard-size", "64", "--val-fraction", "0.2"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    teacher = load_file(str(out / "teacher.safetensors"))
+    assert set(teacher) == {"w_gate", "w_up", "w_down"}
+    seqs = load_file(str(out / "sequences.safetensors"))
+    ids, val = seqs["ids"], seqs["val"]
+    assert ids.shape == (20, 10) and val.sum() == 4
+    rows = 0
+    for sub, want_val in (("train", 0), ("val", 1)):
+        for f in sorted(os.listdir(out / sub)):
+            s = load_file(str(out / sub / f))
+            assert s["x"].dtype == np.float32 and s["seq"].dtype == np.int32
+            # Every row names its context: the token at (seq, pos) is the row's token.
+            np.testing.assert_array_equal(ids[s["seq"], s["pos"]], s["token"])
+            assert np.all(val[s["seq"]] == want_val)
+            x = s["x"].astype(np.float64)
+            g, u = x @ teacher["w_gate"].T, x @ teacher["w_up"].T
+            y = (g / (1 + np.exp(-g)) * u) @ teacher["w_down"].T
+            np.testing.assert_allclose(y, s["y"], rtol=1e-4, atol=1e-5)
+            rows += len(x)
+    assert rows == 200
+    info = __import__("json").loads((out / "harvest.json").read_text())
+    assert info["train_rows"] + info["val_rows"] == 200 and info["hidden"] == 24
+    # A layer past the model's is one line and exit 1.
+    bad = subprocess.run(cmd[:6] + ["--layer", "9"] + cmd[8:] + ["--force"], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.count("\n") == 1 and "error:" in bad.stderr
