@@ -4,6 +4,7 @@
     yhat = layer.forward(x)            # x: NumPy array or torch tensor [n, d], float32
     grads = layer.backward(x, dyhat)   # {"x": dL/dx, "<param>": dL/d<param>, ...}
     metrics = layer.train_step(x, y)   # one Adam step on MSE + sparsity penalty
+    trained = molt.load("RUN")         # a molt-train run's layer, in raw space
 
 Tensors cross without copies where the backend allows it: `x` (and `out`, and params passed to
 backward) are bound as the executor's own storage for the duration of the call, and results are
@@ -24,7 +25,7 @@ import numpy as np
 
 from . import _molt
 
-__all__ = ["Layer", "MoltError", "InvalidArgument", "NotFound", "DataLoss", "Unavailable",
+__all__ = ["Layer", "MoltError", "load", "InvalidArgument", "NotFound", "DataLoss", "Unavailable",
            "InternalError", "IoError", "Cancelled", "load_tensors", "save_tensors",
            "request_stop", "stop_requested", "clear_stop", "stop_on_signals", "HAS_COMPILER"]
 
@@ -103,7 +104,7 @@ def _device_f32(a, device):
         a = a.detach()
         if a.dtype != _torch().float32:
             a = a.float()
-        if a.device.type != device:
+        if a.device != _torch().device(device):
             a = a.to(device)
         return a.contiguous()
     if device != "cpu":
@@ -163,8 +164,11 @@ def _compile(spec_text, cache_dir):
             if r.returncode != 0:
                 raise InvalidArgument(r.stderr.strip() or f"{compiler} failed")
         else:
-            raise Unavailable("this molt was built without the compiler and no molt-compile is "
-                              "on PATH (set MOLT_COMPILE); pass a bundle directory instead")
+            raise Unavailable("this molt was built without the compiler (no MLIR found at build "
+                              "time) and no molt-compile is on PATH: install MLIR 19 "
+                              "(scripts/bootstrap) and reinstall with `pip install .`, or pass a "
+                              "bundle directory made by `molt-compile SPEC -o BUNDLE` (MOLT_COMPILE "
+                              "names the tool)")
         try:
             os.replace(bundle, out)  # atomic: a concurrent compile of the same text loses cleanly
         except OSError:
@@ -178,8 +182,11 @@ def _compile(spec_text, cache_dir):
 def _resolve_bundle(spec, cache_dir):
     spec = os.fspath(spec)
     if os.path.isdir(spec):
+        if _is_run(spec):
+            return os.path.join(spec, "bundle")
         if not os.path.isfile(os.path.join(spec, "manifest.json")):
-            raise NotFound(f"{spec}: not a bundle (no manifest.json)")
+            raise NotFound(f"{spec}: not a bundle or run directory (no manifest.json, no "
+                           "bundle/manifest.json)")
         return spec
     if os.path.isfile(spec):
         with open(spec) as f:
@@ -189,22 +196,165 @@ def _resolve_bundle(spec, cache_dir):
     raise NotFound(f"{spec}: no such spec file or bundle directory")
 
 
+def _bundle_from_files(files):
+    """A bundle directory holding `files` (relative path -> bytes): a pickled layer's bundle,
+    written once into the cache under the hash of its contents."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + files[name] + b"\0")
+    key = "pickled-" + h.hexdigest()[:24]
+    out = os.path.join(_cache_root(), key)
+    if os.path.isfile(os.path.join(out, "manifest.json")):
+        return out
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    work = tempfile.mkdtemp(prefix=key + ".", dir=os.path.dirname(out))
+    try:
+        for name, data in files.items():
+            path = os.path.join(work, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        try:
+            os.replace(work, out)
+        except OSError:
+            if not os.path.isfile(os.path.join(out, "manifest.json")):
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _parse_device(device):
+    """'cpu', 'cuda', 'cuda:N', 'cuda-emu' or a torch.device -> (backend name, torch device
+    string of the layer's tensors)."""
+    text = str(device)
+    kind, sep, index = text.partition(":")
+    if kind not in ("cpu", "cuda", "cuda-emu") or (sep and (kind != "cuda" or not index.isdigit())):
+        raise MoltError(f"unknown device {text!r} (expected cpu, cuda, cuda:N or cuda-emu)")
+    if kind != "cuda":
+        return kind, "cpu"
+    # The CUDA backend picks its device once per process from MOLT_CUDA_DEVICE.
+    have = int(os.environ.get("MOLT_CUDA_DEVICE") or 0)
+    if sep and int(index) != have:
+        raise MoltError(f"device {text!r}: this process's molt runs on CUDA device {have}; set "
+                        f"MOLT_CUDA_DEVICE={index} before the first CUDA layer")
+    return "cuda", f"cuda:{have}"
+
+
+# ---- run directories ------------------------------------------------------------------------
+
+def _is_run(path):
+    """A molt-train run directory: RUN/bundle plus a checkpoint or final weights."""
+    return (os.path.isfile(os.path.join(path, "bundle", "manifest.json")) and
+            any(os.path.isfile(os.path.join(path, f))
+                for f in ("weights.safetensors", "checkpoint.safetensors")))
+
+
+def read_metadata(path):
+    """The `__metadata__` of a safetensors file (a dict of strings; {} when it has none)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise MoltError(f"{path}: not a safetensors file")
+        n = int.from_bytes(head, "little")
+        if n > 100 << 20:
+            raise MoltError(f"{path}: not a safetensors file (header of {n} bytes)")
+        try:
+            return dict(json.loads(f.read(n)).get("__metadata__") or {})
+        except ValueError:
+            raise MoltError(f"{path}: not a safetensors file (bad header)") from None
+
+
+def _is_bucket_tensor(name, letter):
+    return len(name) > 1 and name[0] == letter and name[1:].isdigit()
+
+
+def fold_normalization(tensors, x_scale, y_scale):
+    """Params trained on x' = sx·x, y' = sy·y as params acting on raw x and producing raw y
+    (study/src/trainer.cpp foldNormalization, docs/checkpoint.md): enc_w and v<k> × sx; u<k>,
+    dec_w and dec_b ÷ sy; skip_w × sx/sy; thresholds and encoder biases unchanged."""
+    out = {}
+    for name, a in tensors.items():
+        a = np.asarray(a, np.float32)
+        if name == "enc_w" or _is_bucket_tensor(name, "v"):
+            f = x_scale
+        elif name in ("dec_w", "dec_b") or _is_bucket_tensor(name, "u"):
+            f = 1.0 / y_scale
+        elif name == "skip_w":
+            f = x_scale / y_scale
+        else:
+            out[name] = a.copy()
+            continue
+        out[name] = (a.astype(np.float64) * f).astype(np.float32)
+    return out
+
+
+def run_weights(run):
+    """The params of a run directory in raw (unnormalised) space: RUN/weights.safetensors when
+    it is at least as new as the checkpoint, else the checkpoint's with its normalisation folded
+    in (a run still training, or stopped before its end)."""
+    run = os.fspath(run)
+    weights = os.path.join(run, "weights.safetensors")
+    ck = os.path.join(run, "checkpoint.safetensors")
+    try:
+        if os.path.isfile(weights) and (not os.path.isfile(ck) or
+                                        os.path.getmtime(weights) >= os.path.getmtime(ck)):
+            if read_metadata(weights).get("normalization") != "folded":
+                raise MoltError(f"{weights}: not a molt-train weights file (no normalization="
+                                "folded in its metadata)")
+            return _molt.load_tensors(weights)
+        meta = read_metadata(ck)
+        sx, sy = float(meta["norm_x_scale"]), float(meta["norm_y_scale"])
+        state = _molt.load_tensors(ck)
+    except KeyError as e:
+        raise DataLoss(f"{ck}: no {e.args[0]} in the checkpoint's metadata") from None
+    return fold_normalization({k: v for k, v in state.items()
+                               if not k.startswith(("m_", "v_", "train."))}, sx, sy)
+
+
+def load(run, batch=256, device="cpu", **kwargs):
+    """The trained layer of a molt-train run directory, in raw space (the normalisation folded
+    in), ready to splice into the model the data came from. Same as `Layer(run)`."""
+    if not _is_run(os.fspath(run)):
+        raise MoltError(f"{os.fspath(run)}: not a run directory (needs bundle/ and "
+                        "weights.safetensors or checkpoint.safetensors)")
+    return Layer(run, batch=batch, device=device, **kwargs)
+
+
 # ---- the layer ------------------------------------------------------------------------------
+
+_SCHEDULE_KEYS = ("steps", "lr", "lr_warmup", "decay", "min_lr_fraction", "lambda_",
+                  "lambda_warmup", "beta1", "beta2", "eps", "clip")
+
 
 class Layer:
     """A compiled MOLT (or transcoder) bound to an executor on one device.
 
-    `spec` is a bundle directory, a spec file or spec text. `batch` is the executor's initial
-    token count; a call with a different row count re-binds the executor (params and optimiser
-    state carried over). Params start from the bundle's init with `seed`.
+    `spec` is a bundle directory, a spec file, spec text or a molt-train run directory (whose
+    trained params, in raw space, the layer starts from; see molt.load). `batch` is the
+    executor's initial token count; a call with a different row count re-binds the executor
+    (params and optimiser state carried over). Params start from the bundle's init with `seed`.
+    `device` is "cpu", "cuda", "cuda:N", "cuda-emu" or a torch.device.
+
+    The params live in one store (`Layer.params`: host arrays the executor computes on in place,
+    or device tensors copied in before each call where the backend cannot alias memory); a
+    molt.torch.MoltMLP of this layer exposes the same memory as its nn.Parameters, so a
+    train_step, load_state_dict or optimiser step on either is seen by both.
     """
 
     def __init__(self, spec, batch=256, device="cpu", seed=0, cache_dir=None, lr=1e-3,
                  steps=1000, **schedule):
+        run = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else None
+        run = run if run and os.path.isdir(run) and _is_run(run) else None
         self.bundle = _resolve_bundle(spec, cache_dir)
-        self._s = _molt.Session(self.bundle, int(batch), device)
+        self.device, self.tensor_device = _parse_device(device)
+        try:
+            self._s = _molt.Session(self.bundle, max(int(batch), 1), self.device)
+        except RuntimeError as e:
+            if self.device != "cpu":
+                raise Unavailable(f"device {str(device)!r} is unavailable: {e}") from None
+            raise
         _live_layers.add(self)
-        self.device = device
         manifest = json.loads(self._s.manifest)
         self.model = manifest["model"]
         self.d_model = int(self.model["d_model"])
@@ -212,6 +362,12 @@ class Layer:
         self.param_names = [n for n, _ in self._params]
         self._can_bind = self._s.can_bind()
         self._s.init_params(seed)
+        self.params = {}
+        for n in self.param_names:
+            a = np.array(self._s.read(n))
+            self.params[n] = a if self.tensor_device == "cpu" else \
+                _torch().from_numpy(a).to(self.tensor_device)
+        self._attach_params()
         self.schedule = _molt.Schedule()
         self.schedule.lr, self.schedule.steps = lr, steps
         penalty = self.model.get("penalty", {})
@@ -224,6 +380,9 @@ class Layer:
         self.step = 0       # completed train steps (skipped ones included)
         self.adam_step = 0  # updates applied
         self.metrics = {}   # the last train_step's or evaluate's numbers
+        self.run = run
+        if run:
+            self.load_state_dict(run_weights(run))
 
     def __repr__(self):
         return (f"molt.Layer({self.model.get('kind')} {self.model.get('name')!r}, "
@@ -232,6 +391,57 @@ class Layer:
     @property
     def batch(self):
         return self._s.batch
+
+    # -- pickling: the bundle's files, the params and optimiser state, the schedule ------------
+
+    def __getstate__(self):
+        if not os.path.isfile(os.path.join(self.bundle, "manifest.json")):
+            raise MoltError(f"cannot pickle the layer: its bundle {self.bundle} is gone")
+        files = {}
+        for root, _, names in os.walk(self.bundle):
+            for f in names:
+                full = os.path.join(root, f)
+                with open(full, "rb") as fh:
+                    files[os.path.relpath(full, self.bundle)] = fh.read()
+        return {"bundle_files": files, "batch": self.batch,
+                "device": self.device if self.device != "cuda" else self.tensor_device,
+                "state": self.state_dict(optimizer=True),
+                "schedule": {k: getattr(self.schedule, k) for k in _SCHEDULE_KEYS},
+                "step": self.step, "adam_step": self.adam_step, "metrics": dict(self.metrics)}
+
+    def __setstate__(self, st):
+        self.__init__(_bundle_from_files(st["bundle_files"]), batch=st["batch"],
+                      device=st["device"], **st["schedule"])
+        self.load_state_dict(st["state"])
+        self.step, self.adam_step, self.metrics = st["step"], st["adam_step"], st["metrics"]
+
+    # -- the param store ----------------------------------------------------------------------
+
+    def _attach_params(self):
+        """Points the executor's params at the store (after creation and every re-bind)."""
+        if self._can_bind:
+            for n in self.param_names:
+                self._s.bind(n, self.params[n])
+
+    def _push_params(self):
+        """Where the executor cannot alias the store, copies the store in before a call."""
+        if self._can_bind:
+            return
+        for n, a in self.params.items():
+            if _is_torch(a):
+                self.view(n, like=a).copy_(a)
+            else:
+                self._s.write(n, a)
+
+    def _pull_params(self):
+        """... and copies the executor's updated params back after a train_step."""
+        if self._can_bind:
+            return
+        for n, a in self.params.items():
+            if _is_torch(a):
+                a.copy_(self.view(n, like=a))
+            else:
+                np.copyto(a, self._s.read(n))
 
     # -- raw access ---------------------------------------------------------------------------
 
@@ -249,7 +459,8 @@ class Layer:
     @contextmanager
     def bind(self, tensors):
         """Binds caller arrays as executor storage for the block (no copy), or, where the backend
-        cannot alias (CUDA), copies them into the executor's own storage."""
+        cannot alias (CUDA), copies them into the executor's own storage. Params bound here are
+        the store's again after the block."""
         bound = []
         try:
             for name, a in tensors.items():
@@ -265,7 +476,10 @@ class Layer:
             yield
         finally:
             for name in bound:
-                self._s.unbind(name)
+                if name in self.params:
+                    self._s.bind(name, self.params[name])
+                else:
+                    self._s.unbind(name)
 
     def _run(self, entry):
         self._s.run(entry)
@@ -277,11 +491,17 @@ class Layer:
         self.schedule = None
 
     def _prepare(self, x, what="x"):
-        x = _device_f32(x, self.device)
+        x = _device_f32(x, self.tensor_device)
         n = _rows(x, self.d_model, what)
-        if n != self.batch:
+        if n and n != self.batch:
             self._s.set_batch(n)
+            self._attach_params()
         return x, n
+
+    def _empty(self, like, *shape):
+        if like is not None and _is_torch(like):
+            return _torch().zeros(*shape, device=like.device)
+        return np.zeros(shape, np.float32)
 
     # -- compute ------------------------------------------------------------------------------
 
@@ -291,12 +511,15 @@ class Layer:
         (name -> array) are used instead of the layer's own, bound without a copy."""
         like = x
         x, n = self._prepare(x)
+        if out is not None and tuple(out.shape) != (n, self.d_model):
+            raise ValueError(f"out must be [{n}, {self.d_model}]")
+        if n == 0:
+            return out if out is not None else self._empty(like, 0, self.d_model)
+        self._push_params()
         tensors = {"x": x}
         for name, a in (params or {}).items():
-            tensors[name] = _device_f32(a, self.device)
+            tensors[name] = _device_f32(a, self.tensor_device)
         if out is not None:
-            if tuple(out.shape) != (n, self.d_model):
-                raise ValueError(f"out must be [{n}, {self.d_model}]")
             tensors["yhat"] = out
         with self.bind(tensors):
             self._run("forward")
@@ -313,12 +536,18 @@ class Layer:
             raise InvalidArgument("this bundle has no train_step, so no backward")
         like = x
         x, n = self._prepare(x)
-        d_yhat = _device_f32(d_yhat, self.device)
+        d_yhat = _device_f32(d_yhat, self.tensor_device)
         if tuple(d_yhat.shape) != (n, self.d_model):
             raise ValueError(f"d_yhat must be [{n}, {self.d_model}]")
+        if n == 0:
+            grads = {p: self._empty(like, *s) for p, s in self._params}
+            if input_grad:
+                grads["x"] = self._empty(like, 0, self.d_model)
+            return grads
+        self._push_params()
         tensors = {"x": x, "d_yhat": d_yhat}
         for name, a in (params or {}).items():
-            tensors[name] = _device_f32(a, self.device)
+            tensors[name] = _device_f32(a, self.tensor_device)
         with self.bind(tensors):
             self._run(_molt.BACKWARD_ENTRY)
             grads = {p: self.view("d_" + p, like=like) for p in self.param_names}
@@ -328,6 +557,11 @@ class Layer:
                     _torch().from_numpy(dx).to(like.device)
         return grads
 
+    def schedule_at(self, step):
+        """The schedule's λ and learning rate at 1-based `step` (what train_step uses)."""
+        s = self._s.step_scalars(self.schedule, int(step), 0)
+        return {"lambda": s[0], "lr": s[1]}
+
     def train_step(self, x, y):
         """One optimiser step on the batch (x, y) [n, d]; returns its metrics.
 
@@ -336,11 +570,14 @@ class Layer:
         update (molt.distributed), and the metrics are the global batch's."""
         from . import distributed
         x, n = self._prepare(x)
-        y = _device_f32(y, self.device)
+        if n == 0:
+            raise ValueError("train_step needs at least one row")
+        y = _device_f32(y, self.tensor_device)
         if tuple(y.shape) != (n, self.d_model):
             raise ValueError(f"y must be [{n}, {self.d_model}]")
         scalars = self._s.step_scalars(self.schedule, self.step + 1, self.adam_step)
         self._s.write("scalars", np.asarray(scalars, dtype=np.float32))
+        self._push_params()
         with self.bind({"x": x, "y": y}):
             if distributed.enabled():
                 self._run(_molt.TRAIN_GRAD_ENTRY)
@@ -350,6 +587,7 @@ class Layer:
                 n *= distributed.world_size()
             else:
                 self._run("train_step")
+        self._pull_params()
         stats = self._stats()
         self.step += 1
         skipped = bool(stats[5] > 0 or not np.isfinite(stats[0]))
@@ -365,10 +603,13 @@ class Layer:
     def evaluate(self, x, y):
         """NMSE, FVU and L0 on (x, y) without changing params."""
         x, n = self._prepare(x)
-        y = _device_f32(y, self.device)
+        if n == 0:
+            raise ValueError("evaluate needs at least one row")
+        y = _device_f32(y, self.tensor_device)
         # The penalty reads λ; evaluate at the schedule's current point.
         self._s.write("scalars", np.asarray(
             self._s.step_scalars(self.schedule, max(self.step, 1), self.adam_step), np.float32))
+        self._push_params()
         with self.bind({"x": x, "y": y}):
             self._run("eval")
         stats = self._stats()
@@ -386,37 +627,59 @@ class Layer:
         """Exact Jacobians ∂ŷ/∂x per row: float64 NumPy [n, d, d] (runtime's jacobian.h)."""
         x = _host_f32(x)
         _rows(x, self.d_model, "x")
+        self._push_params()
         return self._s.jacobian(x)
 
     # -- state --------------------------------------------------------------------------------
 
     def state_dict(self, optimizer=False):
-        """Copies of every param (and m_<p>, v_<p> with optimizer=True) as NumPy arrays."""
-        names = list(self.param_names)
+        """Copies of every param (and m_<p>, v_<p> with optimizer=True) as NumPy arrays, keyed
+        as save(), load_state_dict(), MoltMLP.state_dict() and a run's weights file key them."""
+        out = {n: _host_f32(a).copy() for n, a in self.params.items()}
         if optimizer:
-            names += [f"{k}_{p}" for p in self.param_names for k in ("m", "v")]
-        return {n: np.array(self._s.read(n)) for n in names}
+            out.update({f"{k}_{p}": np.array(self._s.read(f"{k}_{p}"))
+                        for p in self.param_names for k in ("m", "v")})
+        return out
 
-    def load_state_dict(self, state, strict=True):
-        """Params from a dict (NumPy arrays / torch tensors) or a safetensors file (a state dict
-        saved by save(), a molt-train checkpoint or weights file). m_<p>/v_<p> are loaded too."""
+    def load_state_dict(self, state, strict=True, normalized=False):
+        """Params from a dict (NumPy arrays / torch tensors, e.g. a MoltMLP's state_dict) or a
+        safetensors file (save()'s, or a run's weights.safetensors). m_<p>/v_<p> are loaded too.
+        A run's checkpoint.safetensors holds training's normalised-space weights and is refused
+        unless `normalized=True` (the layer then works in training's scale); molt.load(RUN)
+        gives the raw-space layer."""
         if isinstance(state, (str, os.PathLike)):
-            state = _molt.load_tensors(os.fspath(state))
+            path = os.fspath(state)
+            meta = read_metadata(path) if os.path.isfile(path) else {}
+            if meta.get("format") == "molt-checkpoint" and not normalized:
+                raise InvalidArgument(
+                    f"{path} holds the normalised-space weights training sees (x scaled "
+                    f"by {meta.get('norm_x_scale')}, y by {meta.get('norm_y_scale')}), not "
+                    "raw-space ones: load the run with molt.load(RUN) (or "
+                    "RUN/weights.safetensors), or pass normalized=True to work in "
+                    "training's space")
+            state = _molt.load_tensors(path)
         missing = [p for p in self.param_names if p not in state]
         if strict and missing:
             raise InvalidArgument(f"state has no {', '.join(missing)}")
         known = set(self._s.names())
         for name, value in state.items():
             if name not in known or name.startswith("d_"):
-                if strict and name not in known:
+                if strict and name not in known and not name.startswith("train."):
                     raise InvalidArgument(f"state has unknown tensor {name!r}")
                 continue
-            a = _host_f32(value)
             want = tuple(self._s.shape(name))
-            if tuple(a.shape) != want:
-                raise InvalidArgument(f"{name}: shape {list(a.shape)}, the layer has "
+            if tuple(value.shape) != want:
+                raise InvalidArgument(f"{name}: shape {list(value.shape)}, the layer has "
                                       f"{list(want)}")
-            self._s.write(name, a)
+            if name in self.params:  # in place: whoever shares the store sees it
+                dst = self.params[name]
+                if _is_torch(dst):
+                    dst.copy_(value.detach() if _is_torch(value) else
+                              _torch().from_numpy(_host_f32(value)))
+                else:
+                    np.copyto(dst, _host_f32(value))
+            else:
+                self._s.write(name, _host_f32(value))
 
     def save(self, path, optimizer=False):
         save_tensors(path, self.state_dict(optimizer), {"format": "molt-state"})

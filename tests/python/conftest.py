@@ -1,6 +1,8 @@
 """pytest setup for the molt package: find the package (installed, or staged by a CMake build
 via $MOLT_PY_STAGE) and the hand-built fixture bundles, and a float64 NumPy reference MOLT."""
+import importlib
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -10,6 +12,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if os.environ.get("MOLT_PY_STAGE"):
     sys.path.insert(0, os.environ["MOLT_PY_STAGE"])
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+
+def required(name):
+    """pytest.importorskip(name), except where the module must be there: under CI=true or
+    MOLT_REQUIRE_TORCH=1 (scripts/test sets it; scripts/bootstrap installs torch) a missing
+    module fails the tests instead of skipping them."""
+    if os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get("MOLT_REQUIRE_TORCH") == "1":
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
+
+
+def tool(name):
+    """A built molt tool: in $MOLT_TOOL_DIR (the ctest sets it to the build's bin/), in
+    build/bin, or on PATH; None when there is none."""
+    for d in (os.environ.get("MOLT_TOOL_DIR"), os.path.join(ROOT, "build", "bin")):
+        if d and os.access(os.path.join(d, name), os.X_OK):
+            return os.path.join(d, name)
+    return shutil.which(name)
 
 
 @pytest.fixture

@@ -4,8 +4,10 @@ loss, a zero or mean replacement none of it) and its KL is the one computed by h
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from conftest import required  # noqa: E402
+
+torch = required("torch")  # scripts/bootstrap installs both: CI fails rather than skips
+transformers = required("transformers")
 
 from molt import lm  # noqa: E402
 

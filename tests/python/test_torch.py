@@ -1,15 +1,17 @@
 """molt.torch: a MOLT inside a PyTorch model. Gradients through the runtime's backward against
 autograd of a pure-PyTorch reference MOLT with the same params (float64), zero-copy by data
-pointers, and training in an ordinary torch loop. Skipped where torch is not installed."""
+pointers, and training in an ordinary torch loop. Skipped where torch is not installed, except under CI=true or MOLT_REQUIRE_TORCH=1 (scripts/test),
+where that fails."""
 import os
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from conftest import random_params, required  # noqa: E402
+
+torch = required("torch")
 molt = pytest.importorskip("molt")
 import molt.torch as mt  # noqa: E402
-from conftest import random_params  # noqa: E402
 
 
 class JumpReLU(torch.autograd.Function):
@@ -71,7 +73,7 @@ def test_gradients_match_pytorch_reference(fixture_bundle, name):
 
     np.testing.assert_allclose(x.grad.numpy(), xr.grad.numpy(), rtol=1e-4, atol=1e-4)
     for n in layer.param_names:
-        np.testing.assert_allclose(mlp.params[n].grad.numpy(), P[n].grad.numpy(), rtol=1e-4,
+        np.testing.assert_allclose(getattr(mlp, n).grad.numpy(), P[n].grad.numpy(), rtol=1e-4,
                                    atol=1e-4, err_msg=n)
     if "theta" in P:
         assert P["theta"].grad.abs().max() > 0  # the estimator was exercised
@@ -98,7 +100,7 @@ def test_torch_tensors_cross_without_copies(fixture_bundle):
 
     layer._run = spy
     mlp(x)
-    assert seen == {n: p.data_ptr() for n, p in mlp.params.items()}
+    assert seen == {n: p.data_ptr() for n, p in mlp.named_parameters()}
 
 
 def test_trains_in_an_ordinary_loop(fixture_bundle):
@@ -144,5 +146,5 @@ def test_cuda_matches_cpu_and_shares_memory(fixture_bundle):
     mlp_g(xg).square().sum().backward()
     torch.testing.assert_close(xg.grad.cpu(), xc.grad, rtol=1e-3, atol=1e-3)
     for n in cpu.param_names:
-        torch.testing.assert_close(mlp_g.params[n].grad.cpu(), mlp_c.params[n].grad, rtol=1e-3,
+        torch.testing.assert_close(getattr(mlp_g, n).grad.cpu(), getattr(mlp_c, n).grad, rtol=1e-3,
                                    atol=1e-3, msg=n)
