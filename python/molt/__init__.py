@@ -230,13 +230,13 @@ def _parse_device(device):
     text = str(device)
     kind, sep, index = text.partition(":")
     if kind not in ("cpu", "cuda", "cuda-emu") or (sep and (kind != "cuda" or not index.isdigit())):
-        raise MoltError(f"unknown device {text!r} (expected cpu, cuda, cuda:N or cuda-emu)")
+        raise InvalidArgument(f"unknown device {text!r} (expected cpu, cuda, cuda:N or cuda-emu)")
     if kind != "cuda":
         return kind, "cpu"
     # The CUDA backend picks its device once per process from MOLT_CUDA_DEVICE.
     have = int(os.environ.get("MOLT_CUDA_DEVICE") or 0)
     if sep and int(index) != have:
-        raise MoltError(f"device {text!r}: this process's molt runs on CUDA device {have}; set "
+        raise InvalidArgument(f"device {text!r}: this process's molt runs on CUDA device {have}; set "
                         f"MOLT_CUDA_DEVICE={index} before the first CUDA layer")
     return "cuda", f"cuda:{have}"
 
