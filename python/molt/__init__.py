@@ -143,15 +143,31 @@ def _cache_root():
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "molt", "bundles")
 
 
-def _compile(spec_text, cache_dir):
-    """Compiles spec text to a bundle in the cache (keyed by the text), reusing an earlier one."""
-    key = hashlib.sha256(spec_text.encode()).hexdigest()[:24]
-    out = os.path.join(cache_dir or _cache_root(), key)
+def _cached_bundle(out, fill):
+    """The bundle at `out` in the cache, made once: `fill(work)` writes it in a scratch folder
+    beside `out` and returns its path there, which is renamed into place (atomic: of several
+    processes making the same bundle one wins, the others keep its copy)."""
     if os.path.isfile(os.path.join(out, "manifest.json")):
         return out
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    work = tempfile.mkdtemp(prefix=key + ".", dir=os.path.dirname(out))
+    work = tempfile.mkdtemp(prefix=os.path.basename(out) + ".", dir=os.path.dirname(out))
     try:
+        made = fill(work)
+        try:
+            os.replace(made, out)
+        except OSError:
+            if not os.path.isfile(os.path.join(out, "manifest.json")):
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _compile(spec_text, cache_dir):
+    """Compiles spec text to a bundle in the cache (keyed by the text), reusing an earlier one."""
+    key = hashlib.sha256(spec_text.encode()).hexdigest()[:24]
+
+    def fill(work):
         spec_path = os.path.join(work, "spec.mlir")
         with open(spec_path, "w") as f:
             f.write(spec_text)
@@ -169,14 +185,9 @@ def _compile(spec_text, cache_dir):
                               "(scripts/bootstrap) and reinstall with `pip install .`, or pass a "
                               "bundle directory made by `molt-compile SPEC -o BUNDLE` (MOLT_COMPILE "
                               "names the tool)")
-        try:
-            os.replace(bundle, out)  # atomic: a concurrent compile of the same text loses cleanly
-        except OSError:
-            if not os.path.isfile(os.path.join(out, "manifest.json")):
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
+        return bundle
+
+    return _cached_bundle(os.path.join(cache_dir or _cache_root(), key), fill)
 
 
 def _resolve_bundle(spec, cache_dir):
@@ -202,10 +213,16 @@ def _bundle_from_files(files):
     h = hashlib.sha256()
     for name in sorted(files):
         h.update(name.encode() + b"\0" + files[name] + b"\0")
-    key = "pickled-" + h.hexdigest()[:24]
-    out = os.path.join(_cache_root(), key)
-    if os.path.isfile(os.path.join(out, "manifest.json")):
-        return out
+
+    def fill(work):
+        for name, data in files.items():
+            path = os.path.join(work, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        return work
+
+    return _cached_bundle(os.path.join(_cache_root(), "pickled-" + h.hexdigest()[:24]), fill)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     work = tempfile.mkdtemp(prefix=key + ".", dir=os.path.dirname(out))
     try:
