@@ -493,8 +493,9 @@ function context(c, what, otherWhat) {
     `, sequence ${c.seq}, position ${c.pos}` : "") + `; ${otherWhat} ${fmt(c.other)}`});
   div.append(el("span", {class: "v", text: fmt(c.value)}));
   if (!c.text) { div.append(el("span", {class: "muted", text: `row ${c.row}`})); return div; }
+  // Newlines and tabs inside a token would break the line: shown as visible marks.
   c.text.forEach((s, i) => div.append(el(i === c.mark ? "mark" : "span",
-    {class: "tok", "data-id": c.ids[i], text: s})));
+    {class: "tok", "data-id": c.ids[i], text: s.replace(/\n/g, "↵").replace(/\t/g, "⇥")})));
   return div;
 }
 
@@ -548,9 +549,16 @@ function controls() {
   document.getElementById("controls").append(bucket, sort);
 }
 
+// The view can be named in the address: transforms.html#sort=frequency&bucket=1&page=2.
+const want = new URLSearchParams(location.hash.slice(1));
+if (["index", "frequency", "frob", "rank"].includes(want.get("sort"))) state.sort = want.get("sort");
+if (D.buckets.some(b => String(b.bucket) === want.get("bucket"))) state.bucket = want.get("bucket");
+if (want.get("page")) state.page = Math.max(0, (parseInt(want.get("page"), 10) || 1) - 1);
 densityPlot();
 bucketTable();
 controls();
+document.getElementById("bucket-filter").value = state.bucket;
+document.getElementById("sort").value = state.sort;
 drawTable();
 document.body.setAttribute("data-ready", "1");
 """

@@ -11,7 +11,8 @@ MOLT's links carry the extra key `carriers`: [{transform, value, share}, ...], t
 page draws the nodes as layers (rows: embeddings at the bottom, logits on top) × prompt
 positions (columns), each edge coloured by its top carrier (the one with the largest |value|),
 its width by |weight|; supernodes (the transforms, as groups of their rank-1 latents) are listed
-with their members; clicking a node or a legend entry picks out its edges.
+with their members; clicking a node, a legend entry or a supernode picks out its edges (or
+name it in the address: PAGE.html#node=ID, #carrier=12).
 """
 import json
 import os
@@ -99,6 +100,7 @@ _CSS = """
 #legend .entry.picked { background: #e2e8f0; }
 #info { min-width: 280px; max-width: 420px; }
 #info table td { padding: 1px 6px; }
+.supernode { cursor: pointer; padding: 1px 4px; }
 .sn-members { color: var(--muted); font-size: 12px; }
 """
 
@@ -240,8 +242,24 @@ entries.forEach(c => {
 const sns = (G.qParams && G.qParams.supernodes) || [];
 const snBox = document.getElementById("supernodes");
 if (!sns.length) snBox.append(el("div", {class: "muted", text: "none"}));
-sns.forEach(sn => snBox.append(el("div", {class: "supernode", "data-name": sn[0]}, [
-  el("div", {text: sn[0]}), el("div", {class: "sn-members", text: sn.slice(1).join(", ")})])));
+sns.forEach(sn => {
+  const e = el("div", {class: "supernode", "data-name": sn[0]}, [
+    el("div", {text: sn[0]}), el("div", {class: "sn-members", text: sn.slice(1).join(", ")})]);
+  const members = new Set(sn.slice(1));
+  e.onclick = () => {  // the group's nodes and every edge that touches one of them
+    pick(l => members.has(l.source) || members.has(l.target));
+    nodeEls.forEach(g => g.classList.toggle("picked", members.has(g.getAttribute("data-id"))));
+  };
+  snBox.append(e);
+});
+
+// A selection can be named in the address: graph.html#node=ID or #carrier=12 (or res).
+const want = new URLSearchParams(location.hash.slice(1));
+const wantNode = G.nodes.find(n => n.node_id === want.get("node"));
+if (wantNode) pickNode(wantNode);
+const wantEntry = [...legend.querySelectorAll(".entry")].find(e =>
+  e.getAttribute("data-carrier") === want.get("carrier"));
+if (wantEntry) wantEntry.onclick();
 
 document.getElementById("summary").append(el("div", {text:
   `${G.nodes.length} nodes · ${G.links.length} edges · ${tokens.length} prompt tokens · ` +

@@ -22,17 +22,19 @@ def chromium():
     pytest.skip("no chromium")
 
 
-def _run(page, profile, *flags):
+def _run(page, profile, *flags, fragment=""):
     cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
            "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={profile}",
-           "--host-resolver-rules=MAP * ~NOTFOUND", *flags, "file://" + os.path.abspath(page)]
+           "--host-resolver-rules=MAP * ~NOTFOUND", *flags,
+           "file://" + os.path.abspath(page) + (f"#{fragment}" if fragment else "")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 
 
-def dump_dom(page, profile):
-    return _run(page, profile, "--dump-dom")
+def dump_dom(page, profile, fragment=""):
+    """The DOM after the page's scripts ran; `fragment` is the address's #part."""
+    return _run(page, profile, "--dump-dom", fragment=fragment)
 
 
 def screenshot(page, png, profile, width, height):

@@ -145,15 +145,16 @@ def test_the_dashboard_page_renders_in_chromium(study, tmp_path):
     work, tok, rep = study
     page = work / "dash" / "transforms.html"
     _offline(page.read_text())
-    dom = browser.Dom(browser.dump_dom(page, tmp_path / "profile"))
+    # The view named in the address: transforms by frequency, most frequent first.
+    dom = browser.Dom(browser.dump_dom(page, tmp_path / "profile", "sort=frequency"))
     assert dom.find("body", data_ready="1"), "the page's script did not finish"
+    order = sorted(rep["transforms"], key=lambda t: (-t["frequency"], t["index"]))
     rows = dom.find("tr", cls="transform")
-    assert [int(a["data-index"]) for a, _ in rows] == list(range(5))
-    assert [int(a["data-rank"]) for a, _ in rows] == [t["rank"] for t in rep["transforms"]]
-    assert [text for _, text in dom.find("td", cls="rank")] == [str(t["rank"]) for t in rep["transforms"]]
+    assert [int(a["data-index"]) for a, _ in rows] == [t["index"] for t in order]
+    assert [int(a["data-rank"]) for a, _ in rows] == [t["rank"] for t in order]
+    assert [text for _, text in dom.find("td", cls="rank")] == [str(t["rank"]) for t in order]
     marks = [text for _, text in dom.find("mark", cls="tok")]
-    want = [c["text"][c["mark"]] for t in rep["transforms"] for k in ("top_gate", "top_out")
-            for c in t[k]]
+    want = [c["text"][c["mark"]] for t in order for k in ("top_gate", "top_out") for c in t[k]]
     assert marks == want and len(marks) >= 6
     assert len(dom.find("circle", cls="pt")) == 5 and len(dom.find("line", cls="mean")) == 2
     assert len(dom.find("tr", cls="bucket")) == 2
@@ -168,7 +169,7 @@ def test_the_graph_page_renders_in_chromium(tmp_path):
     assert graphview.main([GRAPH_FIXTURE, "--out", str(page)]) == 0
     graph = json.load(open(GRAPH_FIXTURE))
     _offline(page.read_text())
-    dom = browser.Dom(browser.dump_dom(page, tmp_path / "profile"))
+    dom = browser.Dom(browser.dump_dom(page, tmp_path / "profile", "node=8_301_3"))
     assert dom.find("body", data_ready="1")
     nodes = dom.find("g", cls="node")
     assert sorted(a["data-id"] for a, _ in nodes) == sorted(n["node_id"] for n in graph["nodes"])
@@ -185,6 +186,11 @@ def test_the_graph_page_renders_in_chromium(tmp_path):
     assert legend == ["12", "31", "5", "res", "none"]
     assert [a["data-name"] for a, _ in dom.find("div", cls="supernode")] == \
         [s[0] for s in graph["qParams"]["supernodes"]]
+    # The node picked in the address: every edge that does not touch it is faded, it is ringed.
+    for a, _ in dom.find("path", cls="edge"):
+        touches = "8_301_3" in (a["data-source"], a["data-target"])
+        assert ("faded" in a["class"].split()) != touches
+    assert [a["data-id"] for a, _ in dom.find("g", cls="picked")] == ["8_301_3"]
     img = browser.screenshot(page, tmp_path / "graph.png", tmp_path / "profile", 1200, 800)
     assert img.size == (1200, 800)
     assert browser.non_background_share(img) > 0.02
@@ -227,7 +233,11 @@ def test_the_launcher_lists_the_subcommands_and_refuses_unknown_ones():
         pytest.fail("build/bin/molt-study is missing (tools/molt-study)")
     r = subprocess.run([launcher, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and all(s in r.stdout for s in study_cli.SUBCOMMANDS)
-    r = subprocess.run([launcher, "transforms", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "--data" in r.stdout
     r = subprocess.run([launcher, "nope"], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "molt-study: error:" in r.stderr
+
+
+def test_subcommand_help(capsys):
+    for main, flag in ((dashboard.main, "--data"), (graphview.main, "--out")):
+        assert main(["--help"]) == 0
+        assert flag in capsys.readouterr().out
