@@ -10,8 +10,8 @@ MOLT's links carry the extra key `carriers`: [{transform, value, share}, ...], t
 (and "res", the residual path) that carried the edge (docs/architecture.md, attribution). The
 page draws the nodes as layers (rows: embeddings at the bottom, logits on top) × prompt
 positions (columns), each edge coloured by its top carrier (the one with the largest |value|),
-its width by |weight|; supernodes (the transforms, as groups of their rank-1 latents) are listed
-with their members; clicking a node, a legend entry or a supernode picks out its edges (or
+its width by |weight|; a supernode's members in one cell (a transform's rank-1 latents at one
+position) are drawn as one square node, and the supernodes are listed with their members; clicking a node, a legend entry or a supernode picks out its edges (or
 name it in the address: PAGE.html#node=ID, #carrier=12).
 """
 import json
@@ -149,18 +149,33 @@ keys.sort((a, b) => order(a) - order(b) || a.localeCompare(b));
 const colW = Math.max(90, Math.min(160, 1100 / Math.max(tokens.length, 1)));
 const rowH = 70, left = 80, bottom = 46, top = 24;
 const W = left + colW * tokens.length + 20, H = top + rowH * keys.length + bottom;
+// A supernode's members in one cell (a transform's rank-1 latents at one position) are drawn
+// as one node; edges to any member end there.
+const byId = new Map(G.nodes.map(n => [n.node_id, n]));
+const groupOf = new Map(), groups = new Map();
+((G.qParams && G.qParams.supernodes) || []).forEach(sn => sn.slice(1).forEach(id => {
+  const n = byId.get(id);
+  if (!n || groupOf.has(id)) return;
+  const key = sn[0] + "|" + rowKey(n) + "|" + n.ctx_idx;
+  if (!groups.has(key)) groups.set(key, {id: key, n, name: sn[0], members: []});
+  groups.get(key).members.push(id);
+  groupOf.set(id, key);
+}));
+const drawn = G.nodes.filter(n => !groupOf.has(n.node_id)).map(n => ({id: n.node_id, n, members: null}))
+  .concat([...groups.values()]);
 const pos = new Map();
 const cells = new Map();
-G.nodes.forEach(n => { const k = rowKey(n) + "|" + n.ctx_idx;
-  if (!cells.has(k)) cells.set(k, []); cells.get(k).push(n); });
+drawn.forEach(d => { const k = rowKey(d.n) + "|" + d.n.ctx_idx;
+  if (!cells.has(k)) cells.set(k, []); cells.get(k).push(d); });
 for (const [k, list] of cells) {
-  list.forEach((n, i) => {
-    const r = keys.indexOf(rowKey(n));
-    const x = left + colW * n.ctx_idx + colW * (i + 1) / (list.length + 1);
+  list.forEach((d, i) => {
+    const r = keys.indexOf(rowKey(d.n));
+    const x = left + colW * d.n.ctx_idx + colW * (i + 1) / (list.length + 1);
     const y = top + rowH * (keys.length - 1 - r) + rowH / 2;
-    pos.set(n.node_id, [x, y]);
+    pos.set(d.id, [x, y]);
   });
 }
+const at = id => pos.get(groupOf.get(id) || id);
 const maxW = Math.max(...G.links.map(l => Math.abs(l.weight)), 1e-30);
 const S = svg("svg", {id: "graph", width: W, height: H, viewBox: `0 0 ${W} ${H}`});
 keys.forEach((k, r) => {
@@ -171,7 +186,7 @@ keys.forEach((k, r) => {
 tokens.forEach((t, i) => S.append(svg("text", {class: "token", x: left + colW * (i + 0.5),
   y: H - 18, "text-anchor": "middle", "data-pos": i, text: JSON.stringify(t).slice(1, -1)})));
 const edges = G.links.map((l, i) => {
-  const [x1, y1] = pos.get(l.source), [x2, y2] = pos.get(l.target);
+  const [x1, y1] = at(l.source), [x2, y2] = at(l.target);
   const c = topCarrier(l), my = (y1 + y2) / 2;
   const p = svg("path", {class: "edge", d: `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2}`,
     stroke: colour(c), "stroke-width": 0.6 + 5 * Math.abs(l.weight) / maxW,
@@ -182,17 +197,22 @@ const edges = G.links.map((l, i) => {
   return p;
 });
 const typeColour = {embedding: "#e2e8f0", logit: "#fbd38d", "mlp reconstruction error": "#cbd5e0"};
-const nodeEls = G.nodes.map(n => {
-  const [x, y] = pos.get(n.node_id);
-  const g = svg("g", {class: "node", "data-id": n.node_id, "data-type": n.feature_type,
-    transform: `translate(${x},${y})`}, [
-      svg("circle", {r: isLogit(n) || n.feature_type === "embedding" ? 7 : 5.5,
-        fill: typeColour[n.feature_type] || "#90cdf4"}),
-      svg("title", {text: `${n.node_id} (${n.feature_type})` + (n.clerp ? ": " + n.clerp : "")})]);
-  g.onclick = () => pickNode(n);
+const nodeEls = drawn.map(d => {
+  const n = d.n, [x, y] = pos.get(d.id);
+  const shape = d.members ? svg("rect", {x: -7, y: -7, width: 14, height: 14, rx: 3,
+      fill: "#b794f4"}) :
+    svg("circle", {r: isLogit(n) || n.feature_type === "embedding" ? 7 : 5.5,
+      fill: typeColour[n.feature_type] || "#90cdf4"});
+  const g = svg("g", {class: "node" + (d.members ? " group" : ""), "data-id": d.id,
+    "data-type": n.feature_type, transform: `translate(${x},${y})`}, [shape,
+      svg("title", {text: d.members ? `${d.name}: ${d.members.length} latents at position ` +
+        n.ctx_idx : `${n.node_id} (${n.feature_type})` + (n.clerp ? ": " + n.clerp : "")})]);
+  if (d.members) g.setAttribute("data-members", d.members.join(" "));
+  g.onclick = () => d.members ? pickGroup(d) : pickNode(n);
   S.append(g);
   return g;
 });
+const ringed = test => nodeEls.forEach(g => g.classList.toggle("picked", test(g)));
 document.getElementById("canvas").append(S);
 
 function pick(test) {
@@ -200,7 +220,7 @@ function pick(test) {
 }
 function pickNode(n) {
   pick(l => l.source === n.node_id || l.target === n.node_id);
-  nodeEls.forEach(g => g.classList.toggle("picked", g.getAttribute("data-id") === n.node_id));
+  ringed(g => g.getAttribute("data-id") === n.node_id);
   const rows = [["node", n.node_id], ["type", n.feature_type], ["layer", n.layer],
     ["position", `${n.ctx_idx} (${JSON.stringify(tokens[n.ctx_idx])})`],
     ["activation", fmt(n.activation)], ["influence", fmt(n.influence)], ["label", n.clerp || ""]];
@@ -212,6 +232,17 @@ function pickNode(n) {
     el("td", {text: String(v)})]))), el("div", {text: ins.length ? "strongest inputs:" : ""}),
     ...ins.map(l => el("div", {class: "mono", text: `${l.source}  ${fmt(l.weight)}` +
       (l.carriers ? "  [" + l.carriers.map(c => `${c.transform}: ${fmt(c.share)}`).join(", ") + "]" : "")})));
+}
+
+function pickGroup(d) {
+  const members = new Set(d.members);
+  pick(l => members.has(l.source) || members.has(l.target));
+  ringed(g => g.getAttribute("data-id") === d.id);
+  const info = document.getElementById("info");
+  info.classList.remove("muted");
+  info.replaceChildren(el("div", {text: `${d.name} at position ${d.n.ctx_idx} ` +
+    `(${JSON.stringify(tokens[d.n.ctx_idx])}): ${d.members.length} rank-1 latents`}),
+    el("div", {class: "sn-members", text: d.members.join(", ")}));
 }
 
 const legend = document.getElementById("legend");
@@ -248,7 +279,8 @@ sns.forEach(sn => {
   const members = new Set(sn.slice(1));
   e.onclick = () => {  // the group's nodes and every edge that touches one of them
     pick(l => members.has(l.source) || members.has(l.target));
-    nodeEls.forEach(g => g.classList.toggle("picked", members.has(g.getAttribute("data-id"))));
+    ringed(g => (g.getAttribute("data-members") || g.getAttribute("data-id")).split(" ")
+      .some(id => members.has(id)));
   };
   snBox.append(e);
 });

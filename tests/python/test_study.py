@@ -171,8 +171,12 @@ def test_the_graph_page_renders_in_chromium(tmp_path):
     _offline(page.read_text())
     dom = browser.Dom(browser.dump_dom(page, tmp_path / "profile", "node=8_301_3"))
     assert dom.find("body", data_ready="1")
-    nodes = dom.find("g", cls="node")
-    assert sorted(a["data-id"] for a, _ in nodes) == sorted(n["node_id"] for n in graph["nodes"])
+    # Every node is drawn; a supernode's members in one cell as one group node.
+    members = {m for sn in graph["qParams"]["supernodes"] for m in sn[1:]}
+    groups = dom.find("g", cls="group")
+    assert sorted(a["data-members"] for a, _ in groups) == ["7_12000_3 7_12001_3", "7_31000_3"]
+    singles = [a["data-id"] for a, _ in dom.find("g", cls="node") if "data-members" not in a]
+    assert sorted(singles) == sorted(n["node_id"] for n in graph["nodes"] if n["node_id"] not in members)
     edges = {(a["data-source"], a["data-target"]): a for a, _ in dom.find("path", cls="edge")}
     assert len(edges) == len(graph["links"])
     for link in graph["links"]:
