@@ -48,8 +48,8 @@ def parse_args(argv, prog=PROG):
     ap.add_argument("--top", type=int, default=8, help="contexts kept per transform and ranking (default 8)")
     ap.add_argument("--rows", type=int, default=0, help="read at most this many rows of D (default: all)")
     ap.add_argument("--chunk", type=int, default=8192, help="rows per pass (default 8192)")
-    ap.add_argument("--left", type=int, default=12, help="context tokens before the marked one (default 12)")
-    ap.add_argument("--right", type=int, default=4, help="context tokens after it (default 4)")
+    ap.add_argument("--left", type=int, default=8, help="context tokens before the marked one (default 8)")
+    ap.add_argument("--right", type=int, default=3, help="context tokens after it (default 3)")
     ap.add_argument("--sequences", metavar="PATH",
                     help="the harvest's sequences.safetensors (default: beside D or in its parent)")
     ap.add_argument("--tokenizer", metavar="DIR",
@@ -344,7 +344,7 @@ class _Contexts:
         return ctx
 
 
-def analyse(mlp, blocks, k=8, ids=None, tokenizer=None, left=12, right=4, log=None):
+def analyse(mlp, blocks, k=8, ids=None, tokenizer=None, left=8, right=3, log=None):
     """The report (a JSON-able dict) for MoltMLP `mlp` over `blocks` (see read_blocks); `ids`
     [sequences, length] and `tokenizer` make the contexts (see _Contexts)."""
     stats, columns = scan(mlp, blocks, k, log)
@@ -401,7 +401,8 @@ def analyse(mlp, blocks, k=8, ids=None, tokenizer=None, left=12, right=4, log=No
 # ---- the page -------------------------------------------------------------------------------
 
 _CSS = """
-.ctx { white-space: nowrap; margin: 1px 0; }
+.ctx { white-space: nowrap; margin: 1px 0; font-size: 12px; max-width: 640px; overflow: hidden;
+       text-overflow: ellipsis; }
 .ctx .v { display: inline-block; min-width: 52px; color: var(--muted); text-align: right;
           margin-right: 6px; font-variant-numeric: tabular-nums; }
 .tok { white-space: pre; font-family: ui-monospace, "DejaVu Sans Mono", monospace;
@@ -445,15 +446,17 @@ function densityPlot() {
   const ranks = D.buckets.map(b => b.rank).sort((a, b) => a - b);
   const floor = 0.5 / D.rows;
   const ly = f => Math.log10(Math.max(f, floor));
-  let lo = Math.floor(ly(floor)), hi = 0;
+  const lo = ly(floor) - 0.15, hi = 0.05;
   const x = r => L + (ranks.indexOf(r) + 0.5) * (W - L - R) / ranks.length;
   const y = f => T + (hi - ly(f)) / (hi - lo) * (H - T - B);
   const s = svg("svg", {id: "density-plot", width: W, height: H, viewBox: `0 0 ${W} ${H}`});
   s.append(svg("line", {class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B}),
            svg("line", {class: "axis", x1: L, y1: T, x2: L, y2: H - B}));
-  for (let e = lo; e <= hi; e++) {
+  // Decades above the floor, and the floor itself: transforms that never opened sit there.
+  for (let e = Math.ceil(ly(floor) + 0.25); e <= hi; e++) {
     s.append(svg("text", {x: L - 6, y: y(10 ** e) + 4, "text-anchor": "end", text: "1e" + e}));
   }
+  s.append(svg("text", {x: L - 6, y: y(floor) + 4, "text-anchor": "end", text: "never"}));
   ranks.forEach(r => s.append(svg("text", {x: x(r), y: H - B + 15, "text-anchor": "middle", text: r})));
   s.append(svg("text", {x: (L + W) / 2, y: H - 4, "text-anchor": "middle", text: "rank"}),
            svg("text", {x: 12, y: T + (H - B) / 2, transform: `rotate(-90 12 ${T + (H - B) / 2})`,
@@ -488,14 +491,16 @@ function spectrum(t) {
   return s;
 }
 
+// Newlines and tabs would break the line and runs of spaces (code indentation) widen it: they
+// are shown as marks.
+const shown = s => s.replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ {3,}/g, m => `␣×${m.length}`);
 function context(c, what, otherWhat) {
   const div = el("div", {class: "ctx", title: `row ${c.row}` + (c.seq !== undefined ?
     `, sequence ${c.seq}, position ${c.pos}` : "") + `; ${otherWhat} ${fmt(c.other)}`});
   div.append(el("span", {class: "v", text: fmt(c.value)}));
   if (!c.text) { div.append(el("span", {class: "muted", text: `row ${c.row}`})); return div; }
-  // Newlines and tabs inside a token would break the line: shown as visible marks.
   c.text.forEach((s, i) => div.append(el(i === c.mark ? "mark" : "span",
-    {class: "tok", "data-id": c.ids[i], text: s.replace(/\n/g, "↵").replace(/\t/g, "⇥")})));
+    {class: "tok", "data-id": c.ids[i], text: shown(s)})));
   return div;
 }
 
