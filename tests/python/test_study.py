@@ -245,3 +245,30 @@ def test_subcommand_help(capsys):
     for main, flag in ((dashboard.main, "--data"), (graphview.main, "--out")):
         assert main(["--help"]) == 0
         assert flag in capsys.readouterr().out
+
+
+def _circuit_tracer_models():
+    """circuit-tracer's pydantic graph models, loaded from their file (the package's __init__
+    would pull in its server; only pydantic is needed)."""
+    spec = importlib.util.find_spec("circuit_tracer")
+    if spec is None:
+        required("circuit_tracer")  # fails in CI, skips elsewhere
+    path = os.path.join(list(spec.submodule_search_locations)[0], "frontend", "graph_models.py")
+    loader = importlib.machinery.SourceFileLoader("circuit_tracer_graph_models", path)
+    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(mod)
+    return mod
+
+
+def test_the_graph_fixture_is_in_circuit_tracers_schema():
+    models = _circuit_tracer_models()
+    graph = json.load(open(GRAPH_FIXTURE))
+    parsed = models.Model(**graph)
+    assert len(parsed.nodes) == len(graph["nodes"]) and len(parsed.links) == len(graph["links"])
+    for link in graph["links"]:
+        models.Link(**link)  # the carriers ride along as an extra key
+    # The fixture is as the page expects it, and carriers sum to their edge.
+    graphview.validate(graph)
+    for link in graph["links"]:
+        if "carriers" in link:
+            assert sum(c["value"] for c in link["carriers"]) == pytest.approx(link["weight"])
