@@ -272,3 +272,33 @@ def test_the_graph_fixture_is_in_circuit_tracers_schema():
     for link in graph["links"]:
         if "carriers" in link:
             assert sum(c["value"] for c in link["carriers"]) == pytest.approx(link["weight"])
+
+
+def test_a_graph_from_molt_attribution_renders_with_its_carriers(tmp_path):
+    """molt.attribution's own JSON (a tiny random Llama, two MOLT layers, SAEs at both
+    boundaries) through the page: what `molt-study attribute --html` writes."""
+    attribution = pytest.importorskip("molt.attribution")
+    from molt.linearized import Linearized
+    from test_attribution import _random_molt, _random_sae, _tiny_model
+    model = _tiny_model()
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, 40, (5,), generator=gen)
+    molts = {1: _random_molt(gen), 2: _random_molt(gen)}
+    dicts = {f"{k}.{l}": _random_sae(gen) for l in (1, 2) for k in ("mid", "post")}
+    g = attribution.attribute(Linearized(model, ids, molts, dicts))
+    doc = attribution.to_json(g, [f"t{int(t)}" for t in ids], "tiny", decode=lambda t: f"t{t}")
+    _circuit_tracer_models().Model(**doc)
+    page = tmp_path / "g.html"
+    graphview.write_html(doc, str(page))
+    dom = browser.Dom(browser.dump_dom(page, tmp_path / "profile"))
+    assert dom.find("body", data_ready="1")
+    edges = {(a["data-source"], a["data-target"]): a for a, _ in dom.find("path", cls="edge")}
+    assert len(edges) == len(doc["links"])
+    carried = [l for l in doc["links"] if l.get("carriers")]
+    assert carried, "the tiny graph has no edge through a MOLT"
+    for link in doc["links"]:
+        assert edges[(link["source"], link["target"])]["data-carrier"] == \
+            (graphview.top_carrier(link) or "")
+    members = {m for sn in doc["qParams"]["supernodes"] for m in sn[1:]}
+    drawn = sum(len(a.get("data-members", "").split()) or 1 for a, _ in dom.find("g", cls="node"))
+    assert drawn == len(doc["nodes"]) and len(members) <= len(doc["nodes"])
