@@ -24,7 +24,8 @@ def chromium():
 
 def _run(page, profile, *flags, fragment=""):
     cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={profile}",
+           "--disable-extensions", "--hide-scrollbars", "--disable-dev-shm-usage",
+           f"--user-data-dir={profile}",
            "--host-resolver-rules=MAP * ~NOTFOUND", *flags,
            "file://" + os.path.abspath(page) + (f"#{fragment}" if fragment else "")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
