@@ -75,3 +75,14 @@ def random_params(layer, seed, scale=0.4):
             a = np.full(shape, 0.1, np.float32)
         out[name] = a
     return out
+
+
+def word_tokenizer(words):
+    """A word-level transformers tokenizer over `words` (id 0 is [UNK]), for tiny saved LMs."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate(["[UNK]"] + list(words))}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")

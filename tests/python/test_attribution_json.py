@@ -1,0 +1,155 @@
+"""molt-study attribute end to end on a tiny saved Llama with molt-trained runs (a MOLT and two
+SAEs fitted to (r, r)): the JSON validates against circuit-tracer's own pydantic models, its
+MOLT links carry their transforms, bad input is one line and exit code 1."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import required, word_tokenizer
+
+torch = required("torch")
+transformers = required("transformers")
+
+import molt  # noqa: E402
+from molt import attribution  # noqa: E402
+from molt.linearized import Dictionary, Linearized, Molt  # noqa: E402
+
+D, LAYER = 16, 1
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "."]
+PEN = "penalty = #molt.penalty<tanh c = 4.0, lambda = 0.002, warmup = 0.1>"
+GATE = "#molt.gate<jumprelu threshold = 0.05, bandwidth = 0.05>"
+MOLT_SPEC = ("module { molt.layer @m { d_model = 16, element_type = f32, schedule = "
+             "#molt.schedule<ranks = [4, 2], counts = [2, 4]>, gate = " + GATE + ", " + PEN +
+             ", decoder_bias = true } }")
+SAE_SPEC = ("module { molt.transcoder @sae { d_model = 16, element_type = f32, features = 32, "
+            "activation = " + GATE + ", " + PEN + ", skip = false, decoder_bias = true } }")
+
+
+def _save_tiny_lm(folder):
+    tok = word_tokenizer(WORDS)
+    torch.manual_seed(3)
+    cfg = transformers.LlamaConfig(vocab_size=len(WORDS) + 1, hidden_size=D, intermediate_size=24,
+                                   num_hidden_layers=3, num_attention_heads=2,
+                                   num_key_value_heads=1, max_position_embeddings=32)
+    model = transformers.LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.4)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return model.eval()
+
+
+def _train_run(spec, x, y, out, steps=30):
+    layer = molt.Layer(spec, batch=len(x), lr=1e-2, steps=steps)
+    for _ in range(steps):
+        layer.train_step(x, y)
+    os.makedirs(out)
+    shutil.copytree(layer.bundle, os.path.join(out, "bundle"))
+    molt.save_tensors(os.path.join(out, "weights.safetensors"), layer.state_dict(),
+                      {"normalization": "folded"})
+    return layer
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("attr")
+    folder = str(root / "lm")
+    model = _save_tiny_lm(folder)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, len(WORDS) + 1, (128,), generator=gen)
+    lin = Linearized(model, ids)
+    f32 = lambda t: t.float().numpy().copy()
+    mid, post = lin.r_mid[LAYER], lin.r_post[LAYER]
+    x = lin.molt_input(LAYER, mid)
+    out = {"lm": folder, "root": root}
+    out["molt_layer"] = _train_run(MOLT_SPEC, f32(x), f32(lin.mlp_out[LAYER]), str(root / "molt"))
+    _train_run(SAE_SPEC, f32(mid), f32(mid), str(root / "pre"))
+    _train_run(SAE_SPEC, f32(post), f32(post), str(root / "post"))
+    out["x"] = f32(x)
+    return out
+
+
+def _args(runs, out, *extra):
+    r = runs["root"]
+    return ["--model", runs["lm"], "--prompt", "the cat sat on a mat and the dog ran",
+            "--run", str(r / "molt"), "--layer", str(LAYER), "--sae-pre", str(r / "pre"),
+            "--sae-post", str(r / "post"), "--out", str(out), *extra]
+
+
+def test_the_float64_molt_is_the_runtime_layer(runs):
+    """Molt.from_run reads a run as the runtime computes it (float32 runtime vs float64 here)."""
+    m = Molt.from_run(str(runs["root"] / "molt"))
+    layer = molt.load(str(runs["root"] / "molt"), batch=64)
+    x = runs["x"][:64]
+    ref = np.array(layer.forward(x))
+    got = m.forward(torch.from_numpy(x).double()).numpy()
+    assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    assert (m.gates(torch.from_numpy(x).double()) > 0).sum() > 0
+    sae = Dictionary.from_run(str(runs["root"] / "pre"))
+    assert sae.F == 32 and sae.act == "jumprelu"
+
+
+def test_attribute_writes_circuit_tracers_schema(runs, tmp_path, capsys):
+    from circuit_tracer.frontend.graph_models import Model
+
+    out = tmp_path / "graph.json"
+    page = tmp_path / "graph.html"
+    assert attribution.main(_args(runs, out, "--html", str(page))) == 0
+    assert page.stat().st_size > 1000
+    err = capsys.readouterr().err
+    assert "wrote" in err and "completeness" in err
+    doc = json.loads(out.read_text())
+    Model(**doc)  # circuit-tracer's own validation of the viewer's JSON
+    from molt import graphview
+    graphview.validate(doc)  # and what molt's page needs of it
+    meta = doc["metadata"]
+    assert meta["prompt_tokens"][:3] == ["the", "cat", "sat"]
+    assert meta["completeness_max_abs_error"] <= 1e-9
+    ids = {n["node_id"] for n in doc["nodes"]}
+    assert len(ids) == len(doc["nodes"])
+    kinds = {n["feature_type"] for n in doc["nodes"]}
+    assert {"embedding", "logit", "sae feature"} <= kinds
+    for link in doc["links"]:
+        assert link["source"] in ids and link["target"] in ids
+    carried = [link for link in doc["links"] if "carriers" in link]
+    assert carried, "no kept link crosses the MOLT"
+    for link in carried:
+        c = link["carriers"]
+        assert 1 <= len(c) <= 5
+        assert all(x["transform"] == "res" or x["transform"].startswith(f"L{LAYER}.T") for x in c)
+        assert all(abs(x["share"] * link["weight"] - x["value"]) <= 1e-9 * max(1, abs(x["value"]))
+                   for x in c)
+        assert sum(x["abs_share"] for x in c) <= 1 + 1e-9
+    for sn in doc["qParams"]["supernodes"]:
+        assert sn[0].startswith(f"L{LAYER}.T") and all(m in ids for m in sn[1:])
+    assert doc["gate_attribution"] and doc["transform_pairs"]
+    for e in doc["error_pairs"]:
+        total = e["total_pairs"] + sum(e["terms"].values())
+        assert abs(total - e["norm2"]) <= 1e-9 * max(1.0, e["norm2"])
+
+
+@pytest.mark.parametrize("drop, why", [("--layer", "--layer"), ("--sae-pre", "--sae-pre")])
+def test_bad_input_is_one_line_and_exit_1(runs, tmp_path, capsys, drop, why):
+    args = _args(runs, tmp_path / "g.json")
+    i = args.index(drop)
+    del args[i:i + 2]
+    assert attribution.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("molt-study attribute: error:") and why in err[0]
+
+
+def test_a_missing_run_and_a_wrong_kind_are_one_line(runs, tmp_path, capsys):
+    args = _args(runs, tmp_path / "g.json")
+    args[args.index("--sae-pre") + 1] = str(tmp_path / "nope")
+    assert attribution.main(args) == 1
+    assert "no such run directory" in capsys.readouterr().err
+    args = _args(runs, tmp_path / "g.json")
+    args[args.index("--sae-pre") + 1] = str(runs["root"] / "molt")  # a MOLT is no dictionary
+    assert attribution.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "transcoder" in err[0]
