@@ -24,7 +24,7 @@ import torch
 from .linearized import F64, Dictionary, Linearized, Molt, site_layer
 
 __all__ = ["Node", "attribute", "prune", "to_json", "gate_attribution", "error_pairs",
-           "transform_pairs", "top_logits", "main", "AttributionError"]
+           "transform_pairs", "top_logits", "harvest_residual", "main", "AttributionError"]
 
 PROG = "molt-study attribute"
 
@@ -531,6 +531,37 @@ def _gate_src_id(lin, key):
 
 def _pair_src(s):
     return f"feature {s[1]}" if s[0] == "feature" else s[0]
+
+
+# ---- data for the dictionaries ---------------------------------------------------------------
+
+def harvest_residual(model, layer, site, batches, out_dir, shard_rows=65536):
+    """Shards {x: r, y: r} of the residual at `site` ("mid": entering block `layer`'s MLP norm;
+    "post": the block's output) over token-id batches [n, T], for training a residual SAE with
+    molt-train (a transcoder fitted to (r, r)). Returns the rows written."""
+    from .harvest import Harvester, transformer_blocks
+    block = transformer_blocks(model)[layer]
+    # The Harvester's shard writer fed through add(); it hooks a module that never runs.
+    h = Harvester(torch.nn.Identity(), out_dir=out_dir, shard_rows=shard_rows)
+    seen = []
+    if site == "mid":
+        hook = block.post_attention_layernorm.register_forward_pre_hook(
+            lambda mod, inputs: seen.append(inputs[0].detach()))
+    elif site == "post":
+        hook = block.register_forward_hook(
+            lambda mod, inputs, out: seen.append((out[0] if isinstance(out, tuple) else out).detach()))
+    else:
+        raise ValueError(f"site must be 'mid' or 'post', not {site!r}")
+    try:
+        with torch.no_grad():
+            for ids in batches:
+                model(torch.as_tensor(ids).reshape(-1, torch.as_tensor(ids).shape[-1]))
+                r = seen.pop()
+                h.add(r.reshape(-1, r.shape[-1]), r.reshape(-1, r.shape[-1]))
+    finally:
+        hook.remove()
+        h.close()
+    return h.rows
 
 
 # ---- the command line ---------------------------------------------------------------------

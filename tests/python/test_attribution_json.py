@@ -153,3 +153,20 @@ def test_a_missing_run_and_a_wrong_kind_are_one_line(runs, tmp_path, capsys):
     assert attribution.main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "transcoder" in err[0]
+
+
+def test_harvest_residual_writes_the_sites_rows(runs, tmp_path):
+    """(r, r) shards for a residual SAE: the rows are the clean pass's residual at mid.L/post.L."""
+    model = transformers.LlamaForCausalLM.from_pretrained(runs["lm"]).eval()
+    ids = torch.randint(1, len(WORDS) + 1, (2, 6), generator=torch.Generator().manual_seed(4))
+    for site in ("mid", "post"):
+        out = tmp_path / site
+        assert attribution.harvest_residual(model, LAYER, site, [ids], str(out)) == 12
+        t = molt.load_tensors(str(out / "shard_00000.safetensors"))
+        assert np.array_equal(t["x"], t["y"])
+        for b in range(2):
+            lin = Linearized(model, ids[b])
+            ref = (lin.r_mid if site == "mid" else lin.r_post)[LAYER].numpy()
+            assert np.abs(t["x"][6 * b:6 * b + 6] - ref).max() <= 1e-5 * np.abs(ref).max()
+    with pytest.raises(ValueError, match="site"):
+        attribution.harvest_residual(model, LAYER, "pre", [ids], str(tmp_path / "x"))
