@@ -134,6 +134,17 @@ int64_t opScratchWords(const KernelDesc &k, int64_t batch) {
   return 0;
 }
 
+int64_t opScratchZeroedWords(const KernelDesc &k, int64_t batch) {
+  const int64_t words = opScratchWords(k, batch);
+  const std::string &op = k.op;
+  (void)op;
+#define MOLT_SCRATCH_ZEROED(name_, words_)                                                        \
+  if (op == #name_)                                                                                \
+    return std::min<int64_t>(words, words_);
+#include "molt/ops.def"
+  return words;
+}
+
 LaunchConfig opDefaultLaunch(const KernelDesc &k) {
   MOLT_OP_DIMS(k, 1, 1)
   LaunchConfig l;

@@ -63,7 +63,8 @@ template <class C> __device__ __forceinline__ void frob_norm(const Args &a) {
   }
 }
 
-/// d_u_t += s U_t gram_v_t and d_v_t += s gram_u_t V_t with s = d_norm_t / n_t (0 when n_t = 0).
+/// d_u_t += s U_t gram_v_t and d_v_t += s gram_u_t V_t with s = d_norm_t / n_t (0 when n_t = 0),
+/// added with reductions after bucket_apply_bwd has stored the data term.
 template <class C> __device__ __forceinline__ void frob_norm_bwd(const Args &a) {
   constexpr int D = C::D, R = C::R, N = C::N, OFF = C::OFF, TH = C::threads;
   constexpr int TT = 64, KT = 32, TI = (R + TT - 1) / TT, TD = (D + TT - 1) / TT;
@@ -74,7 +75,9 @@ template <class C> __device__ __forceinline__ void frob_norm_bwd(const Args &a) 
   const float *gu = arg<float>(a, 4), *gv = arg<float>(a, 5);
   float *du = arg<float>(a, 6), *dv = arg<float>(a, 7);
 
-  __shared__ float as[KT * (TT + 1)], bs[KT * (TT + 1)];
+  constexpr int kStage = 2 * KT * (TT + 1) > TT * TT ? 2 * KT * (TT + 1) : TT * TT;
+  __shared__ float tiles[kStage];
+  float *as = tiles, *bs = tiles + KT * (TT + 1);
   for (long long w = blockIdx.x; w < (long long)N * PER_T; w += gridDim.x) {
     const int t = int(w / PER_T), item = int(w % PER_T);
     const float n = norm[OFF + t];
@@ -103,12 +106,14 @@ template <class C> __device__ __forceinline__ void frob_norm_bwd(const Args &a) 
           const long long at = (long long)q * cols + col;
           return col < cols && q < R ? (isU ? gvt[at] : vt[at]) : 0.f;
         });
+    // One reduction per element (16-byte ones on sm_90), not a load and a store: the block owns
+    // the tile, so the add is the only one into each element in this launch.
     float *out = isU ? du + (long long)t * D * R : dv + (long long)t * R * D;
-    forEachElem(acc, [&](int rr, int cc, int i, int j) {
-      const int r = m0 + rr, c = n0 + cc;
-      if (r < rows && c < cols)
-        out[(long long)r * cols + c] += s * acc.c[i][j];
-    });
+    forEachElem(acc, [&](int, int, int i, int j) { acc.c[i][j] *= s; });
+    atomicAddTile<TT, TT, TH>(
+        acc, tiles,
+        [&](int rr) { return m0 + rr < rows ? out + (long long)(m0 + rr) * cols + n0 : nullptr; },
+        cols - n0);
   }
 }
 

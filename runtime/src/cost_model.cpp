@@ -88,11 +88,14 @@ StatusOr<KernelCost> kernelCost(const Plan &plan, const Invocation &inv, const S
     reduce(4 * b.pairs * D);
   } else if (op == "bucket_apply_bwd") {
     // h and z recomputed (the contract stores no g.h), d_u and d_v of every transform written
-    // once (zeros where no pair is listed), h.z added into pair_dgate.
+    // once (zeros where no pair is listed), h.z added into pair_dgate. One owner per d_u / d_v
+    // tile sums over all of a transform's pairs, so h and z of every pair make one fp32 round
+    // trip through memory between the per-pair phase and the per-tile phase (no design that
+    // keeps them on chip has one owner per output tile without recomputing them per tile).
     m.flops = 8 * b.pairs * R * D;
     gather(b.pairs * D * (4 + E));
-    m.loadBytes += 2 * b.active * R * D * E + 8 * b.pairs + 4 * (N + 1);
-    m.storeBytes = 8 * N * R * D;
+    m.loadBytes += 2 * b.active * R * D * E + 8 * b.pairs + 4 * (N + 1) + 8 * b.pairs * R;
+    m.storeBytes = 8 * N * R * D + 8 * b.pairs * R;
     m.atomicBytes = 4 * b.pairs;
   } else if (op == "frob_norm_bwd") {
     // The Gram term added into d_u and d_v, for the transforms whose norm has a gradient: the

@@ -54,6 +54,10 @@ inline bool isIdentifier(const std::string &s) {
 inline int64_t cudaWorkWords(const KernelDesc &k, int64_t batch) {
   return opScratchWords(k, batch);
 }
+/// The leading words of it that must be zero at launch (the rest the kernel writes first).
+inline int64_t cudaWorkZeroedWords(const KernelDesc &k, int64_t batch) {
+  return opScratchZeroedWords(k, batch);
+}
 
 /// The default launch for an op with the given attrs: what the lowering's heuristic records
 /// when molt-tune has nothing better (molt/ops.def's grid and tile columns). Every kernel walks

@@ -92,6 +92,9 @@ OpDims opDims(const KernelDesc &k, int64_t batch, int64_t dModel = 1);
 double opWork(const KernelDesc &k, int64_t batch, int64_t dModel);
 /// 32-bit words of zeroed device scratch `k` needs at `batch` tokens (ops.def's scratch column).
 int64_t opScratchWords(const KernelDesc &k, int64_t batch);
+/// The leading words of that scratch the executor zeroes before each launch (ops.def's
+/// MOLT_SCRATCH_ZEROED rows; all of it for every other op).
+int64_t opScratchZeroedWords(const KernelDesc &k, int64_t batch);
 /// The default launch of `k` (ops.def's grid and tile columns; block 256, one stage); the
 /// default LaunchConfig for an unknown op.
 LaunchConfig opDefaultLaunch(const KernelDesc &k);

@@ -209,7 +209,7 @@ protected:
       args.nparams = int(table->second);
     }
     if (int64_t words = cudaWorkWords(kd, batch()); words > 0) {
-      MOLT_CU(api, cuMemsetD32Async(work_, 0, size_t(words), stream_));
+      MOLT_CU(api, cuMemsetD32Async(work_, 0, size_t(cudaWorkZeroedWords(kd, batch())), stream_));
       args.work = reinterpret_cast<unsigned *>(work_);
     }
     const LaunchConfig &L = kit->second.launch;

@@ -93,7 +93,7 @@ protected:
       args.nparams = int(table.size());
     }
     if (const int64_t words = cudaWorkWords(kd, batch()); words > 0) {
-      std::fill(work_.begin(), work_.begin() + words, 0u);
+      std::fill(work_.begin(), work_.begin() + cudaWorkZeroedWords(kd, batch()), 0u);
       args.work = work_.data();
     }
     if (L.smem > 0)
