@@ -25,6 +25,7 @@
 #include "kernels/cpu/optimizer.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/penalty.h"
+#include "molt/config.h"
 
 namespace {
 
@@ -33,18 +34,14 @@ using cpu::Trans;
 
 /// Tokens per step: 2048 (the target), or MOLT_BENCH_BATCH.
 int64_t batchSize() {
-  static const int64_t b = [] {
-    const char *env = std::getenv("MOLT_BENCH_BATCH");
-    return env && std::atoll(env) > 0 ? int64_t(std::atoll(env)) : int64_t(2048);
-  }();
-  return b;
+  return config::benchBatch() > 0 ? int64_t(config::benchBatch()) : int64_t(2048);
 }
 constexpr double kTargetL0 = 24;
 
 /// MOLT_BENCH_BUNDLES/<name> when that holds a manifest (compiler-made bundles), else ours.
 std::string bundleDir(const std::string &name) {
-  if (const char *dir = std::getenv("MOLT_BENCH_BUNDLES")) {
-    std::string candidate = std::string(dir) + "/" + name;
+  if (const std::string dir = config::benchBundles(); !dir.empty()) {
+    std::string candidate = dir + "/" + name;
     if (std::filesystem::exists(candidate + "/manifest.json"))
       return candidate;
   }
@@ -248,7 +245,7 @@ void trainStep(benchmark::State &state, const std::string &bundle, bool dense) {
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   const double cpuSeconds = processCpuSeconds() - cpuStart;
-  if (std::getenv("MOLT_PROFILE") && !dense) {
+  if (config::profile() && !dense) {
     // Per-kernel wall time of one more step, for finding where the sparse step goes.
     exec->setProfiling(true);
     (void)exec->run("train_step");

@@ -18,6 +18,7 @@
 
 #include "executor_base.h"
 #include "molt/backend.h"
+#include "molt/config.h"
 #include "molt/cost_model.h"
 #include "molt/cuda.h"
 #include "molt/plan.h"
@@ -27,14 +28,8 @@ namespace {
 using namespace molt;
 namespace fs = std::filesystem;
 
-std::string bundleDir() {
-  const char *b = std::getenv("MOLT_BENCH_BUNDLE");
-  return b ? b : "";
-}
-int64_t batchSize() {
-  const char *b = std::getenv("MOLT_BENCH_BATCH");
-  return b ? std::atoll(b) : 8192;
-}
+std::string bundleDir() { return config::benchBundle(); }
+int64_t batchSize() { return config::benchBatch() > 0 ? config::benchBatch() : 8192; }
 
 /// Peak HBM bandwidth in GB/s by device name (0: unknown, no roofline fraction reported).
 double peakGBs(const std::string &device) {
@@ -276,18 +271,18 @@ void compileBench(benchmark::State &state, bool warm) {
     state.SkipWithError(("MOLT_BENCH_BUNDLE: " + plan.status().message()).c_str());
     return;
   }
-  const char *arch = std::getenv("MOLT_BENCH_ARCH");
+  const std::string arch = config::benchArch();
   const fs::path dir = fs::temp_directory_path() / ("molt-bench-cache-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   if (warm)
-    (void)cuda::compilePlan(*plan, bundleDir(), arch ? arch : "sm_90", dir.string());
+    (void)cuda::compilePlan(*plan, bundleDir(), arch.empty() ? "sm_90" : arch, dir.string());
   for (auto _ : state) {
     if (!warm) {
       state.PauseTiming();
       fs::remove_all(dir);
       state.ResumeTiming();
     }
-    auto images = cuda::compilePlan(*plan, bundleDir(), arch ? arch : "sm_90", dir.string());
+    auto images = cuda::compilePlan(*plan, bundleDir(), arch.empty() ? "sm_90" : arch, dir.string());
     if (!images) {
       state.SkipWithError(images.status().message().c_str());
       break;

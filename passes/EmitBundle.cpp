@@ -3,6 +3,7 @@
 #include "passes/Passes.h"
 #include "passes/ProgramIR.h"
 
+#include "molt/config.h"
 #include "molt/cuda_wrapper.h"
 #include "molt/plan.h"
 #ifdef MOLT_HAVE_CUDA
@@ -204,12 +205,6 @@ static FailureOr<::molt::Plan> buildPlan(ModuleOp module) {
   return plan;
 }
 
-/// kernels/cuda: $MOLT_KERNEL_DIR, else the source tree this compiler was built from.
-static std::string kernelHeaderDir() {
-  if (const char *env = std::getenv("MOLT_KERNEL_DIR"); env && *env)
-    return env;
-  return MOLT_SOURCE_DIR "/kernels/cuda";
-}
 
 static LogicalResult writeFile(ModuleOp module, const std::string &path, StringRef text) {
   std::error_code ec;
@@ -231,7 +226,7 @@ static LogicalResult writeBundle(ModuleOp module, const ::molt::Plan &plan,
   std::string headerDir = dir + "/molt_kernels";
   if (std::error_code ec = llvm::sys::fs::create_directories(headerDir))
     return module.emitError() << "cannot create " << headerDir << ": " << ec.message();
-  const std::string from = kernelHeaderDir();
+  const std::string from = ::molt::config::kernelHeaderDir();
   for (const std::string &file : ::molt::cudaKernelHeaderFiles()) {
     auto text = llvm::MemoryBuffer::getFile(from + "/" + file);
     if (!text)

@@ -1,6 +1,8 @@
 // The tuning database (molt/tuning.h): JSON form, default location, atomic writes.
 #include "molt/tuning.h"
 
+#include "molt/config.h"
+
 #include <cstdlib>
 #include <sys/utsname.h>
 
@@ -56,15 +58,7 @@ std::string hostArch() {
   return uname(&u) == 0 ? std::string(u.machine) : std::string("unknown");
 }
 
-std::string defaultTuningDbPath() {
-  if (const char *env = std::getenv("MOLT_TUNING_DB"))
-    return std::string(env) == "off" ? "" : std::string(env);
-  if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
-    return std::string(xdg) + "/molt/tuning.json";
-  if (const char *home = std::getenv("HOME"); home && *home)
-    return std::string(home) + "/.cache/molt/tuning.json";
-  return "";
-}
+std::string defaultTuningDbPath() { return config::tuningDbPath(); }
 
 StatusOr<TuningDb> parseTuningDb(const std::string &text) {
   TuningDb db;

@@ -12,6 +12,7 @@
 #include <random>
 #include <set>
 
+#include "molt/config.h"
 #include "molt/cuda.h"
 
 #ifdef MOLT_HAVE_CUDA
@@ -311,7 +312,7 @@ struct ScheduleEnv {
   std::string old;
   bool had;
   explicit ScheduleEnv(const char *value) {
-    const char *o = std::getenv("MOLT_EMU_SCHEDULE");
+    const char *o = molt::config::raw("MOLT_EMU_SCHEDULE");
     had = o != nullptr;
     old = o ? o : "";
     setenv("MOLT_EMU_SCHEDULE", value, 1);

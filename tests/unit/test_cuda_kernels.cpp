@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "molt/backend.h"
+#include "molt/config.h"
 #include "molt/plan.h"
 
 namespace molt {
@@ -47,9 +48,8 @@ std::vector<Bundle> bundles(const std::string &device) {
   for (const char *f : {"tiny-molt", "tiny-transcoder"})
     out.push_back({std::string(MOLT_SOURCE_DIR) + "/tests/fixtures/" + f, 64, "bf16"});
   const bool emu = device == "cuda-emu";
-  const char *extra = std::getenv(emu ? "MOLT_EMU_TEST_BUNDLES" : "MOLT_CUDA_TEST_BUNDLES");
-  const char *b = std::getenv(emu ? "MOLT_EMU_TEST_BATCH" : "MOLT_CUDA_TEST_BATCH");
-  std::string dirs = extra ? extra : "";
+  std::string dirs = emu ? config::emuTestBundles() : config::cudaTestBundles();
+  const long batch = emu ? config::emuTestBatch() : config::cudaTestBatch();
 #ifdef MOLT_EMU_SPEC_BUNDLES
   // What molt-compile makes of examples/specs/small.mlir (tests/unit/CMakeLists.txt): the
   // emulator checks compiled bundles too, not only the fixtures' generated wrappers.
@@ -59,7 +59,7 @@ std::vector<Bundle> bundles(const std::string &device) {
   std::stringstream ss(dirs);
   for (std::string dir; std::getline(ss, dir, ':');)
     if (!dir.empty())
-      out.push_back({dir, b ? std::atoll(b) : emu ? 32 : 512});
+      out.push_back({dir, batch > 0 ? int64_t(batch) : emu ? 32 : 512});
   return out;
 }
 
@@ -128,8 +128,8 @@ bool isIntTensor(Executor &e, const std::string &n) { return e.info(n)->dtype ==
 /// mantissa (2^-9 relative each) before fp32 accumulation.
 double rtol(const Plan &plan) {
   const bool bf16 = plan.precision == "bf16";
-  const char *r = std::getenv(bf16 ? "MOLT_CUDA_TEST_RTOL_BF16" : "MOLT_CUDA_TEST_RTOL");
-  return r ? std::atof(r) : bf16 ? 5e-2 : 2e-4;
+  const std::string r = bf16 ? config::cudaTestRtolBf16() : config::cudaTestRtol();
+  return !r.empty() ? std::atof(r.c_str()) : bf16 ? 5e-2 : 2e-4;
 }
 
 

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "molt/backend.h"
+#include "molt/config.h"
 #include "molt/cuda_wrapper.h"
 #include "molt/io.h"
 #include "molt/trainer.h"
@@ -81,7 +82,7 @@ TEST(TuningDb, RejectsOtherJson) {
 }
 
 TEST(TuningDb, DefaultPathFollowsTheEnvironment) {
-  const char *saved = std::getenv("MOLT_TUNING_DB");
+  const char *saved = config::raw("MOLT_TUNING_DB");
   std::string keep = saved ? saved : "";
   setenv("MOLT_TUNING_DB", "/some/where.json", 1);
   EXPECT_EQ(defaultTuningDbPath(), "/some/where.json");
@@ -119,7 +120,7 @@ TensorMap stepOnce(const Plan &plan, int threads = 0) {
 
 TEST(TuningDb, CpuExecutorRunsTunedThreadCountsToTheSameResult) {
   Plan plan = tinyPlan();
-  const char *saved = std::getenv("MOLT_TUNING_DB");
+  const char *saved = config::raw("MOLT_TUNING_DB");
   std::string keep = saved ? saved : "";
   setenv("MOLT_TUNING_DB", "off", 1);
   TensorMap heuristic = stepOnce(plan);

@@ -1,6 +1,8 @@
 // dlopen/dlsym of libcuda and libnvrtc; each library is tried once per process and the outcome kept.
 #include "molt/cuda_api.h"
 
+#include "molt/config.h"
+
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -69,10 +71,9 @@ DriverState loadDriver() {
 NvrtcState loadNvrtc() {
   NvrtcState s;
   std::vector<std::string> tries;
-  if (const char *home = std::getenv("CUDA_HOME"))
-    tries.push_back(std::string(home) + "/lib64/libnvrtc.so");
-  if (const char *home = std::getenv("CUDA_PATH"))
-    tries.push_back(std::string(home) + "/lib64/libnvrtc.so");
+  for (const std::string &home : {config::cudaHome(), config::cudaPath()})
+    if (!home.empty())
+      tries.push_back(home + "/lib64/libnvrtc.so");
   for (const char *n : {"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so",
                         "/usr/local/cuda/lib64/libnvrtc.so.13", "/usr/local/cuda/lib64/libnvrtc.so"})
     tries.push_back(n);

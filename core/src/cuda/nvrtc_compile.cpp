@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "molt/config.h"
 #include "molt/cuda_api.h"
 
 namespace molt::cuda {
@@ -37,7 +38,7 @@ std::vector<std::string> nvrtcOptions(const std::string &target,
   std::vector<std::string> options = {"--gpu-architecture=" + target, "-std=c++17",
                                       "--diag-suppress=177"};
   // The fast mode: tile products on TF32 tensor cores (kernels/cuda/common.cuh, TileAcc).
-  if (const char *tf32 = std::getenv("MOLT_CUDA_TF32"); tf32 && *tf32 && std::string(tf32) != "0")
+  if (config::cudaTf32())
     options.push_back("-DMOLT_TF32");
   for (const std::string &dir : includeDirs)
     options.push_back("-I" + dir);

@@ -13,6 +13,7 @@
 #include "molt/cuda_api.h"
 #include "executor_base.h"
 #include "kernels/cuda/abi.cuh"
+#include "molt/config.h"
 #include "molt/cuda_wrapper.h"
 #include "molt/cuda.h"
 #include "molt/ops.h"
@@ -338,9 +339,7 @@ StatusOr<std::unique_ptr<Backend>> createCudaBackend() {
   const DriverApi &api = **drv;
   auto device = std::make_shared<Device>();
   device->api = &api;
-  int ordinal = 0;
-  if (const char *e = std::getenv("MOLT_CUDA_DEVICE"); e && *e)
-    ordinal = std::atoi(e);
+  const int ordinal = int(config::cudaDevice());
   int count = 0;
   MOLT_CU(api, cuDeviceGetCount(&count));
   if (ordinal < 0 || ordinal >= count)

@@ -18,6 +18,7 @@
 
 #include "molt/cuda_api.h"
 #include "kernels/cuda/abi.cuh"
+#include "molt/config.h"
 #include "molt/cuda_wrapper.h"
 #include "molt/cuda.h"
 
@@ -174,15 +175,7 @@ void writeEntry(const fs::path &dir, const fs::path &p, const std::string &key, 
 
 } // namespace
 
-std::string defaultCacheDir() {
-  if (const char *d = std::getenv("MOLT_CACHE_DIR"); d && *d)
-    return d;
-  if (const char *x = std::getenv("XDG_CACHE_HOME"); x && *x)
-    return std::string(x) + "/molt/kernels";
-  if (const char *h = std::getenv("HOME"); h && *h)
-    return std::string(h) + "/.cache/molt/kernels";
-  return "/tmp/molt-kernels";
-}
+std::string defaultCacheDir() { return config::kernelCacheDir(); }
 
 StatusOr<CompiledImage> compileCached(const std::string &source, const std::string &name,
                                       const std::vector<std::string> &includeDirs,
@@ -252,8 +245,7 @@ StatusOr<KernelIncludes> bundleIncludes(const std::string &bundleDir) {
     inc.dirs.push_back(bundleDir);
     return inc;
   }
-  const char *env = std::getenv("MOLT_KERNEL_DIR");
-  auto h = loadKernelHeaders(env && *env ? env : MOLT_KERNEL_HEADER_DIR);
+  auto h = loadKernelHeaders(config::kernelHeaderDir());
   if (!h)
     return h.status().withContext("CUDA kernel headers");
   inc.headers = std::move(*h);

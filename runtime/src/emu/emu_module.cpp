@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "molt/config.h"
 #include "molt/cuda.h"
 #include "molt/io.h"
 
@@ -56,11 +57,7 @@ int runProcess(const std::vector<std::string> &argv, std::string &output) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-std::string compiler() {
-  if (const char *c = std::getenv("MOLT_EMU_CXX"); c && *c)
-    return c;
-  return MOLT_EMU_CXX;
-}
+std::string compiler() { return config::emuCompiler(); }
 
 /// Everything that changes the object code but is not source text: the compiler's identity
 /// (its --version banner, read once per process) and the flags.
@@ -77,20 +74,15 @@ const std::string &toolchainKey(const std::string &cxx) {
   return it->second;
 }
 
-bool envOn(const char *name) {
-  const char *v = std::getenv(name);
-  return v && *v && std::string(v) != "0";
-}
-
 /// Traffic counting builds the object with the compiler's ThreadSanitizer instrumentation as the
 /// per-access hook (simt.h defines the callbacks; no sanitizer runtime is linked).
-bool countingTraffic() { return envOn("MOLT_EMU_TRAFFIC"); }
+bool countingTraffic() { return config::emuTraffic(); }
 
 std::vector<std::string> compileFlags() {
   // -fno-strict-aliasing: kernels view the u32 work scratch as int and float, as CUDA permits.
   std::vector<std::string> f = {"-std=c++20", "-O1", "-shared", "-fPIC", "-fvisibility=hidden",
                                 "-fno-strict-aliasing", "-w", "-DMOLT_CUDA_EMU"};
-  if (envOn("MOLT_CUDA_TF32"))
+  if (config::cudaTf32())
     f.push_back("-DMOLT_TF32");
   if (countingTraffic())
     for (const char *t : {"-DMOLT_EMU_TRAFFIC", "-fsanitize=thread", "--param",
@@ -141,10 +133,7 @@ std::string translationUnit(const std::vector<KernelSource> &kernels) {
 
 } // namespace
 
-std::string simtHeaderPath() {
-  const char *env = std::getenv("MOLT_KERNEL_DIR");
-  return std::string(env && *env ? env : MOLT_KERNEL_HEADER_DIR) + "/emu/simt.h";
-}
+std::string simtHeaderPath() { return config::kernelHeaderDir() + "/emu/simt.h"; }
 
 Module::~Module() {
   if (handle_)
