@@ -21,6 +21,7 @@
 #include <stdexcept>
 
 #include "molt/backend.h"
+#include "molt/config.h"
 #include "molt/jacobian.h"
 #include "molt/plan.h"
 #include "molt/run.h"
@@ -93,10 +94,7 @@ std::vector<std::string> backwardAccumulators(const Plan &plan) {
 }
 
 // The CUDA backend's own device choice (MOLT_CUDA_DEVICE), for DLPack views of its memory.
-int cudaOrdinal() {
-  const char *env = std::getenv("MOLT_CUDA_DEVICE");
-  return env ? std::atoi(env) : 0;
-}
+int cudaOrdinal() { return int(molt::config::cudaDevice()); }
 
 int dlpackDevice(const std::string &device) {
   return device == "cuda" ? nb::device::cuda::value : nb::device::cpu::value;
