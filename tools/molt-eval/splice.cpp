@@ -1,5 +1,7 @@
 #include "splice.h"
 
+#include "molt/config.h"
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -13,16 +15,15 @@
 namespace molt::tool {
 namespace {
 
-std::string envOr(const char *name, const char *fallback) {
-  const char *v = std::getenv(name);
-  return v && *v ? v : fallback;
+std::string orDefault(const std::string &value, const char *fallback) {
+  return value.empty() ? fallback : value;
 }
 
 } // namespace
 
 SpliceResult runSplice(const std::string &run, const std::string &harvest, int sequences) {
-  std::string python = envOr("MOLT_PYTHON", MOLT_EVAL_PYTHON);
-  std::string stage = envOr("MOLT_PY_STAGE", MOLT_EVAL_PY_STAGE);
+  std::string python = orDefault(config::python(), MOLT_EVAL_PYTHON);
+  std::string stage = orDefault(config::pyStage(), MOLT_EVAL_PY_STAGE);
   std::vector<std::string> argv = {python, "-m", "molt.splice", run, "--data", harvest,
                                    "--sequences", std::to_string(sequences), "--json",
                                    "--prog", "molt-eval"};
@@ -39,8 +40,8 @@ SpliceResult runSplice(const std::string &run, const std::string &harvest, int s
     dup2(pipeFd[1], STDOUT_FILENO);
     close(pipeFd[0]);
     close(pipeFd[1]);
-    const char *old = std::getenv("PYTHONPATH");
-    std::string path = stage + (old && *old ? ":" + std::string(old) : "");
+    std::string old = config::pythonPath();
+    std::string path = stage + (old.empty() ? "" : ":" + old);
     setenv("PYTHONPATH", path.c_str(), 1);
     std::vector<char *> args;
     for (std::string &a : argv)
