@@ -86,3 +86,20 @@ def word_tokenizer(words):
     tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")
+
+
+def save_tiny_llama(folder, words, hidden, intermediate, seed):
+    """A random two-layer Llama over `words` (see word_tokenizer) saved with its tokenizer in
+    `folder`, as transformers would save a real one; returns the tokenizer."""
+    import torch
+    import transformers
+
+    tok = word_tokenizer(words)
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(vocab_size=len(words) + 1, hidden_size=hidden,
+                                   intermediate_size=intermediate, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1,
+                                   max_position_embeddings=32)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return tok

@@ -108,19 +108,10 @@ def test_spliced_metrics_refuses_a_wrong_shape(tiny_llama):
 
 def _save_tiny_lm(folder):
     """A tiny random Llama and a word-level tokenizer, saved as transformers would."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from conftest import save_tiny_llama
 
     words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "."]
-    vocab = {w: i for i, w in enumerate(["[UNK]"] + words)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")
-    torch.manual_seed(3)
-    cfg = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=24,
-                                   num_hidden_layers=2, num_attention_heads=2,
-                                   num_key_value_heads=1, max_position_embeddings=32)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    save_tiny_llama(folder, words, hidden=16, intermediate=24, seed=3)
     return words
 
 

@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, ROOT, required, tool
+from conftest import FIXTURES, ROOT, required, tool, save_tiny_llama
 
 molt = pytest.importorskip("molt")
 torch = required("torch")
@@ -26,19 +26,7 @@ WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "awa
 
 def _save_tiny_lm(folder):
     """A random Llama of width 8 (the tiny MOLT fixture's d) and a word-level tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {w: i for i, w in enumerate(["[UNK]"] + WORDS)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")
-    torch.manual_seed(5)
-    cfg = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=8, intermediate_size=16,
-                                   num_hidden_layers=2, num_attention_heads=2,
-                                   num_key_value_heads=1, max_position_embeddings=32)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return tok
+    return save_tiny_llama(folder, WORDS, hidden=8, intermediate=16, seed=5)
 
 
 def _harvest(argv):
