@@ -25,6 +25,7 @@ import sys
 import numpy as np
 
 from . import lm
+from ._cli import Parser, StudyError
 
 __all__ = ["harvest_info", "held_out_ids", "train_mean_y", "model_of_harvest", "replacement",
            "evaluate_runs", "main"]
@@ -145,7 +146,7 @@ def evaluate_runs(runs, data, sequences=16, batch=4, model_dir=None, log=None):
 
 
 def parse_args(argv, prog):
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=prog,
         description="Next-token cross-entropy and KL to the clean model with a harvested "
                     "layer's MLP replaced by each run, and the fraction of loss recovered "
@@ -171,7 +172,11 @@ TEXT_KEYS = (("ce_clean", "ce clean"), ("ce_spliced", "ce spliced"), ("ce_mean",
 def main(argv=None, prog="molt-splice"):
     argv = sys.argv[1:] if argv is None else argv
     prog = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--prog"), prog)
-    args = parse_args(argv, prog)
+    try:
+        args = parse_args(argv, prog)
+    except StudyError as e:  # a bad command line: one line, exit 1, as every molt tool
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
     try:
         if args.sequences < 0 or args.batch <= 0:
             raise SpliceError("--sequences must be >= 0 and --batch positive")

@@ -109,3 +109,6 @@ def test_splice_errors_are_one_line(harvested, tmp_path):
                           str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 1
     assert bad.stderr.count("\n") == 1 and "molt-eval: error:" in bad.stderr and "harvest.json" in bad.stderr
+    # A bad command line to the Python evaluator itself: one line and exit 1, not argparse's usage.
+    assert splice.main(["--data"]) == 1
+    assert splice.main([str(run), "--data", str(data), "--no-such-flag"]) == 1
