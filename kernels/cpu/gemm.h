@@ -25,7 +25,4 @@ template <typename S>
 void gemmParallel(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, S alpha, const S *a,
                   int64_t lda, const S *b, int64_t ldb, S beta, S *c, int64_t ldc);
 
-/// Pins BLAS to the calling thread (idempotent); the kernels call it before any product.
-void pinBlasThreads();
-
 } // namespace molt::cpu
