@@ -10,7 +10,9 @@ Prints one table and one JSON line per peer.
 """
 import argparse
 import json
+import statistics
 import sys
+import time
 
 try:
     import torch
@@ -101,9 +103,17 @@ def train_step(fwd, x, y, p, buckets, opt, lam=0.01, c=1.0):
     return loss
 
 
-def timed(fn, iters, warmup=3):
+def timed(fn, iters, warmup=3, device="cuda"):
+    """Milliseconds per call: CUDA events over `iters` calls, or on the CPU the median call."""
     for _ in range(warmup):
         fn()
+    if device != "cuda":
+        samples = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return statistics.median(samples) * 1e3
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()

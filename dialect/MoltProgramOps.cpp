@@ -83,6 +83,8 @@ LogicalResult BufferOp::verify() {
 void LinearTOp::buildAdjoint(AdjointBuilder &ab) {
   if (ab.needs(1))
     ab.emit<LinearTGradWOp>({ab.grad(out(0)), in(0)}, {ab.grad(in(1))});
+  if (ab.needs(0))
+    ab.emit<LinearTGradXOp>({ab.grad(out(0)), in(1)}, {ab.grad(in(0))});
 }
 
 void BiasColsOp::buildAdjoint(AdjointBuilder &ab) {
@@ -184,6 +186,8 @@ void DecodeRowsOp::buildAdjoint(AdjointBuilder &ab) {
 void SkipApplyOp::buildAdjoint(AdjointBuilder &ab) {
   if (ab.needs(1))
     ab.emit<SkipGradOp>({ab.grad(out(0)), in(0)}, {ab.grad(in(1))});
+  if (ab.needs(0))
+    ab.emit<SkipGradXOp>({ab.grad(out(0)), in(1)}, {ab.grad(in(0))});
 }
 
 void FeaturePenaltyOp::buildAdjoint(AdjointBuilder &ab) {

@@ -140,7 +140,8 @@ class Molt_DiffOp<string mnemonic, int nIns, int nOuts, dag extraArgs = (ins)>
 def Molt_LinearTOp : Molt_DiffOp<"linear_t", 2, 1> {
   let summary = "out[B,T] = x[B,D] · w[T,D]ᵀ";
   let description = [{
-    The encoder matmul. Gradient: `d_w += d_outᵀ · x` (linear_t_grad_w); x is data.
+    The encoder matmul. Gradient: `d_w += d_outᵀ · x` (linear_t_grad_w) and, where the
+    input gradient is asked for, `d_x += d_out · w` (linear_t_grad_x).
     `molt.linear_t ins ["x", "enc_w"] outs ["pre_lin"]`
   }];
 }
@@ -258,7 +259,7 @@ def Molt_DecodeRowsOp : Molt_DiffOp<"decode_rows", 4, 1> {
 
 def Molt_SkipApplyOp : Molt_DiffOp<"skip_apply", 2, 1> {
   let summary = "ŷ += x · skip_wᵀ (accumulates)";
-  let description = [{ Gradient (skip_grad): `d_skip_w = d_ŷᵀ x`. }];
+  let description = [{ Gradient (skip_grad): `d_skip_w = d_ŷᵀ x`; `d_x += d_ŷ · skip_w` (skip_grad_x). }];
 }
 
 def Molt_FeaturePenaltyOp : Molt_DiffOp<"feature_penalty", 4, 1, (ins StrAttr:$kind, F64Attr:$c)> {
@@ -320,6 +321,7 @@ class Molt_BwdOp<string mnemonic, int nIns, int nOuts, string what, dag extraArg
 def Molt_ActivationGradOp : Molt_BwdOp<"activation_grad", 2, 1, "(in, d_out) → d_in",
                                       (ins StrAttr:$kind)>;
 def Molt_LinearTGradWOp : Molt_BwdOp<"linear_t_grad_w", 2, 1, "d_w += d_outᵀ · x">;
+def Molt_LinearTGradXOp : Molt_BwdOp<"linear_t_grad_x", 2, 1, "(d_out, w) → d_x += d_out · w">;
 def Molt_AccumulateOp : Molt_BwdOp<"accumulate", 1, 1, "out += in">;
 def Molt_ColSumOp : Molt_BwdOp<"colsum", 1, 1, "out += ± column sums of in",
                                (ins UnitAttr:$negate)>;
@@ -344,6 +346,7 @@ def Molt_PenaltyGradOp : Molt_BwdOp<"penalty_grad", 4, 2,
 def Molt_DecodeRowsGradOp : Molt_BwdOp<"decode_rows_grad", 5, 2,
     "(d_ŷ, pair_ptr, pair_tok, pair_gate, dec_w) → d_dec_w, d_pair_gate">;
 def Molt_SkipGradOp : Molt_BwdOp<"skip_grad", 2, 1, "(d_ŷ, x) → d_skip_w (overwrites)">;
+def Molt_SkipGradXOp : Molt_BwdOp<"skip_grad_x", 2, 1, "(d_ŷ, skip_w) → d_x += d_ŷ · skip_w">;
 def Molt_FeaturePenaltyGradOp : Molt_BwdOp<"feature_penalty_grad", 4, 2,
     "(pair_ptr, pair_gate, dec_w, scalars) → d_pair_gate, d_dec_w (overwrite)",
     (ins StrAttr:$kind, F64Attr:$c)>;

@@ -22,8 +22,9 @@ public:
         buffers[decl.getName()] = decl;
   }
 
-  LogicalResult run(ArrayRef<StringRef> params) {
-    // Forward sweep: which buffers depend on a param (only those get adjoints).
+  LogicalResult run(ArrayRef<StringRef> params, StringRef seed) {
+    // Forward sweep: which buffers depend on a param or the input asked for (only those get
+    // adjoints).
     llvm::StringSet<> dependsOnParam;
     for (StringRef p : params)
       dependsOnParam.insert(p);
@@ -36,8 +37,8 @@ public:
           if (!buffers.count(out) || buffers[out].getDtype() == "f32")
             dependsOnParam.insert(out);
     }
-    // Reverse sweep from the loss.
-    hasAdjoint.insert("stats");
+    // Reverse sweep from the seed.
+    hasAdjoint.insert(seed);
     for (Operation *op : llvm::reverse(forward)) {
       auto diff = dyn_cast<DifferentiableOp>(op);
       if (!diff || !llvm::any_of(tensorOpOuts(op),
@@ -51,7 +52,7 @@ public:
     }
     for (StringRef p : params)
       if (!hasAdjoint.contains(p))
-        return program.emitError() << "the loss does not depend on param '" << p << "'";
+        return program.emitError() << "'" << seed << "' does not depend on '" << p << "'";
     return success();
   }
 
@@ -98,6 +99,6 @@ private:
 } // namespace
 
 LogicalResult mlir::molt::appendBackward(ModuleOp module, ProgramOp program,
-                                         ArrayRef<StringRef> params) {
-  return Differentiator(module, program).run(params);
+                                         ArrayRef<StringRef> wrt, StringRef seed) {
+  return Differentiator(module, program).run(wrt, seed);
 }

@@ -9,10 +9,13 @@
 
 namespace mlir::molt {
 
-/// Appends the backward of `program`'s ops to it. The seed is the loss the ops accumulate
-/// into "stats"; the result is d_<p> for every param in `params` that the loss depends on.
+/// Appends the backward of `program`'s ops to it. The seed is the buffer `seed` whose adjoint
+/// d_<seed> the program is given: "stats", the loss the ops accumulate into, or "yhat" for a
+/// vector-Jacobian product with a caller's d_yhat. The result is d_<w> for every name in `wrt`
+/// (params, or the input "x") that the seed depends on; it is an error when one does not.
 /// Adjoint buffers get molt.buffer declarations shaped like their primal.
-LogicalResult appendBackward(ModuleOp module, ProgramOp program, ArrayRef<StringRef> params);
+LogicalResult appendBackward(ModuleOp module, ProgramOp program, ArrayRef<StringRef> wrt,
+                             StringRef seed = "stats");
 
 } // namespace mlir::molt
 

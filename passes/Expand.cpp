@@ -1,4 +1,5 @@
-// --molt-expand: a spec op becomes params, buffers and forward / eval / train_step / jvp programs.
+// --molt-expand: a spec op becomes params, buffers and forward / eval / train_step / jvp programs,
+// and the caller-seeded backward / input_grad / vjp programs.
 #include "passes/Differentiate.h"
 #include "passes/Passes.h"
 #include "passes/ProgramIR.h"
@@ -66,15 +67,23 @@ public:
   }
 
   /// forward; eval = forward + losses; train_step = eval + the derived backward + gradient
-  /// norm and Adam over all params (the same for every trainable spec kind).
-  LogicalResult buildEntryPoints(llvm::function_ref<void(ProgramOp)> forward,
+  /// norm and Adam over all params (the same for every trainable spec kind). `forward(p,
+  /// norms)` appends the forward ops; with `norms` also what only the penalty reads (the
+  /// transforms' Gram norms), which the `forward` entry does without.
+  ///
+  /// Then the vector-Jacobian products a caller seeds with d_yhat (PyTorch's autograd):
+  /// `backward` (every d_p), `input_grad` (d_x, the gates held at their values plus the
+  /// gates' own slope) and `vjp` (both in one pass). Each is the `forward` entry's ops,
+  /// marked `recorded`, then their derived reverse; --molt-reuse-forward later drops the
+  /// recorded ops, so these entries read what the `forward` entry left (the pair lists).
+  LogicalResult buildEntryPoints(llvm::function_ref<void(ProgramOp, bool)> forward,
                                  llvm::function_ref<void(ProgramOp)> losses) {
-    forward(program("forward"));
+    forward(program("forward"), /*norms=*/false);
     ProgramOp eval = program("eval");
-    forward(eval);
+    forward(eval, /*norms=*/true);
     losses(eval);
     ProgramOp train = program("train_step");
-    forward(train);
+    forward(train, /*norms=*/true);
     losses(train);
     if (failed(appendBackward(module, train, params)))
       return failure();
@@ -83,6 +92,21 @@ public:
       op(train, GradSqNormOp::getOperationName(), {grad(p)}, {"stats"});
     for (StringRef p : params)
       op(train, AdamUpdateOp::getOperationName(), {p, grad(p), "scalars", "stats"}, {p});
+
+    SmallVector<StringRef> withInput(params.begin(), params.end());
+    withInput.push_back("x");
+    const std::pair<StringRef, SmallVector<StringRef>> vjps[] = {
+        {"backward", SmallVector<StringRef>(params.begin(), params.end())},
+        {"input_grad", {"x"}},
+        {"vjp", withInput}};
+    for (const auto &[entry, wrt] : vjps) {
+      ProgramOp p = program(entry);
+      forward(p, /*norms=*/false);
+      for (Operation &fwd : p.getBody().front())
+        fwd.setAttr(kRecordedAttr, b.getUnitAttr());
+      if (failed(appendBackward(module, p, wrt, "yhat")))
+        return failure();
+    }
     return success();
   }
 
@@ -200,9 +224,9 @@ LogicalResult expandLayer(ModuleOp module, LayerOp layer) {
     pb.op(p, ScatterAddRowsOp::getOperationName(), {name("c", k), "pair_ptr", "pair_tok"}, {out},
           k);
   };
-  auto forward = [&](ProgramOp p) {
+  auto forward = [&](ProgramOp p, bool norms) {
     buildEncoder(pb, p, gate, /*negateBias=*/true);
-    for (size_t k = 0; k < buckets.size(); ++k) {
+    for (size_t k = 0; norms && k < buckets.size(); ++k) {
       pb.op(p, GramOp::getOperationName(), {name("u", k)}, {name("gram_u", k)}, k);
       pb.op(p, GramOp::getOperationName(), {name("v", k)}, {name("gram_v", k)}, k,
             {pb.attr("transpose", pb.b.getUnitAttr())});
@@ -250,7 +274,7 @@ LogicalResult expandTranscoder(ModuleOp module, TranscoderOp tc) {
     pb.param("dec_b", {pb.dim("D")}, "zeros", 0.0);
   declareCommonBuffers(pb, "F", gate);
 
-  auto forward = [&](ProgramOp p) {
+  auto forward = [&](ProgramOp p, bool) { // a transcoder's penalty reads no extra forward
     buildEncoder(pb, p, gate, /*negateBias=*/false);
     pb.op(p, DecodeRowsOp::getOperationName(), {"pair_ptr", "pair_tok", "pair_gate", "dec_w"},
           {"yhat"});

@@ -81,6 +81,9 @@ std::optional<Launch> singleOpLaunch(Operation *op) {
   if (isa<SkipGradOp>(op))
     return bind("skip_bwd", {{"d_yhat", ins[0].str()}, {"x", ins[1].str()},
                              {"d_skip_w", outs[0].str()}});
+  if (isa<SkipGradXOp>(op))
+    return bind("skip_bwd_dx", {{"d_yhat", ins[0].str()}, {"skip_w", ins[1].str()},
+                                {"d_x", outs[0].str()}});
   return std::nullopt;
 }
 

@@ -83,6 +83,29 @@ def MoltFuseBucketApply : Pass<"molt-fuse-bucket-apply", "::mlir::ModuleOp"> {
   }];
 }
 
+def MoltFuseInputGrad : Pass<"molt-fuse-input-grad", "::mlir::ModuleOp"> {
+  let summary = "Fuse the derived input-gradient ops into the input-gradient kernels";
+  let description = [{
+    Runs before --molt-fuse-backward. Per bucket, `gather_rows(d_yhat) → project_u_t →
+    scale_rows → project_v_t → scatter_add_rows(d_x)` with its `rowdot` becomes
+    `bucket_apply_dx`, or, where `project_u_grad` and `project_v_grad` read the same chain
+    (the `vjp` entry), the whole bucket backward becomes `bucket_apply_bwd_dx`. The gate term
+    `scatter_pairs → gate_grad → accumulate → linear_t_grad_x` becomes `gate_bwd_dx`
+    (`tc_encode_bwd_dx`): a sum over the listed pairs, never the dense [B, T] product.
+  }];
+}
+
+def MoltReuseForward : Pass<"molt-reuse-forward", "::mlir::ModuleOp"> {
+  let summary = "Drop the recorded forward of the caller-seeded programs";
+  let description = [{
+    The `backward`, `input_grad` and `vjp` programs start with the `forward` entry's ops,
+    marked `recorded` (what the gradient rules and fusions read). Once fused, those top-level
+    ops are dropped: each such entry runs after `forward` on the same rows and reads the
+    pair lists it left. Fails when a recorded op is not one of the `forward` program's ops,
+    or when a program has no `forward` to follow.
+  }];
+}
+
 def MoltFuseBackward : Pass<"molt-fuse-backward", "::mlir::ModuleOp"> {
   let summary = "Fuse the derived backward ops into the backward kernels";
   let description = [{

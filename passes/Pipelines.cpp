@@ -15,8 +15,10 @@ void mlir::molt::buildMoltDefaultPipeline(OpPassManager &pm, const MoltPipelineO
     pm.addPass(createMoltFusionReport(MoltFusionReportOptions{"before fusion"}));
   pm.addPass(createMoltFuseEncodeGate());
   pm.addPass(createMoltFuseBucketApply());
+  pm.addPass(createMoltFuseInputGrad());
   pm.addPass(createMoltFuseBackward());
   pm.addPass(createMoltFuseOptimizer());
+  pm.addPass(createMoltReuseForward());
   if (options.fusionReport)
     pm.addPass(createMoltFusionReport(MoltFusionReportOptions{"after fusion"}));
   pm.addPass(createMoltLowerToKernels(MoltLowerToKernelsOptions{options.tuningDb, options.precision}));

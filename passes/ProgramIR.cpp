@@ -77,6 +77,8 @@ FusedOp mlir::molt::fuseOps(ArrayRef<Operation *> group, StringRef kernel,
                                  IntegerAttr());
   if (auto bucket = bucketOf(ordered.back()))
     fused.setBucketAttr(b.getI64IntegerAttr(*bucket));
+  if (llvm::all_of(ordered, isRecorded))
+    fused->setAttr(kRecordedAttr, b.getUnitAttr());
   Block *body = new Block();
   fused.getBody().push_back(body);
   OpBuilder inner = OpBuilder::atBlockEnd(body);

@@ -15,6 +15,11 @@ namespace mlir::molt {
 
 ArrayAttr strArray(MLIRContext *ctx, llvm::ArrayRef<llvm::StringRef> names);
 
+/// Marks the ops of a caller-seeded program (backward, input_grad, vjp) that repeat the
+/// `forward` entry: --molt-reuse-forward drops them, so the entry reads what `forward` left.
+inline constexpr llvm::StringLiteral kRecordedAttr = "recorded";
+inline bool isRecorded(Operation *op) { return op->hasAttr(kRecordedAttr); }
+
 /// Creates the tensor op `opName` at the builder's insertion point.
 Operation *createTensorOp(OpBuilder &b, Location loc, llvm::StringRef opName,
                           llvm::ArrayRef<llvm::StringRef> ins, llvm::ArrayRef<llvm::StringRef> outs,
@@ -45,7 +50,8 @@ template <typename OpT> OpT readerAs(ProgramOp program, llvm::StringRef name) {
 
 /// Moves `group` (top-level ops of one program) into a new molt.fused op placed where the
 /// last of them was; `recompute` ops are cloned into the body first (forward values the
-/// kernel recomputes on chip instead of reading from memory).
+/// kernel recomputes on chip instead of reading from memory). The fused op is recorded when
+/// every op of `group` is.
 FusedOp fuseOps(llvm::ArrayRef<Operation *> group, llvm::StringRef kernel,
                 llvm::ArrayRef<std::pair<llvm::StringRef, llvm::StringRef>> args,
                 llvm::ArrayRef<Operation *> recompute = {});

@@ -22,4 +22,13 @@ template <typename S>
 void bucketApplyBwd(int64_t D, int64_t R, int64_t N, int64_t OFF, const S *dYhat, const S *x,
                     const S *u, const S *v, const PairLists<S> &pairs, S *dU, S *dV, S *pairDgate);
 
+/// The input gradient of bucketApply: for every listed pair, h = V_t x, z = U_tᵀ dy;
+/// pairDgate += h·z and dX[tok] += g·V_tᵀ z. With dU and dV (both non-null) also bucketApplyBwd's
+/// dU_t += dy (g h)ᵀ, dV_t += (g z) xᵀ in the same pass. Threads own contiguous transform ranges
+/// and private dX accumulators added in part order (bits depend on the thread count only).
+template <typename S>
+void bucketApplyDx(int64_t B, int64_t D, int64_t R, int64_t N, int64_t OFF, const S *dYhat,
+                   const S *x, const S *u, const S *v, const PairLists<S> &pairs, S *dU, S *dV,
+                   S *pairDgate, S *dX);
+
 } // namespace molt::cpu

@@ -157,7 +157,34 @@ void gateBwd(int64_t T, int64_t D, const GateParams &gate, S biasSign, const S *
   });
 }
 
+template <typename S>
+void gateBwdDx(int64_t B, int64_t T, int64_t D, const GateParams &gate, const S *encW,
+               const S *theta, const PairLists<S> &pairs, const S *pairDgate, S *dX) {
+  const int64_t pairCount = int64_t(pairs.ptr[T] - pairs.ptr[0]);
+  parallelRanges(B, grainFor(std::max<int64_t>(1, pairCount / std::max<int64_t>(1, B)) * D),
+                 [&](int64_t lo, int64_t hi) {
+    for (int64_t t = 0; t < T; ++t) {
+      const S th = threshold(gate, theta, t);
+      const int32_t *begin = pairs.tok + pairs.ptr[t], *end = pairs.tok + pairs.ptr[t + 1];
+      // Tokens ascend within a transform's list: this thread's pairs are one run.
+      for (const int32_t *q = std::lower_bound(begin, end, int32_t(lo)); q < end && *q < hi; ++q) {
+        const int64_t p = q - pairs.tok;
+        const S dg = pairDgate[p];
+        if (!gateOpen(pairs.pre[p], th) || dg == S(0))
+          continue;
+        const S *w = encW + t * D;
+        S *dst = dX + int64_t(*q) * D;
+#pragma omp simd
+        for (int64_t j = 0; j < D; ++j)
+          dst[j] += dg * w[j];
+      }
+    }
+  });
+}
+
 #define MOLT_INSTANTIATE(S)                                                                        \
+  template void gateBwdDx<S>(int64_t, int64_t, int64_t, const GateParams &, const S *, const S *, \
+                             const PairLists<S> &, const S *, S *);                                \
   template void encodeGate<S>(int64_t, int64_t, int64_t, const GateParams &, S, const S *,        \
                               const S *, const S *, const S *, S *, int32_t *, int32_t *, S *,     \
                               S *, int32_t *, S *);                                                \

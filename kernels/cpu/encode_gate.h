@@ -42,4 +42,11 @@ template <typename S>
 void gateBwd(int64_t T, int64_t D, const GateParams &gate, S biasSign, const S *x, const S *theta,
              const PairLists<S> &pairs, const S *pairDgate, S *dEncW, S *dEncB, S *dTheta);
 
+/// The gates' part of the input gradient: dX[tok] += da·encW_t for every listed pair, with
+/// gateBwd's da = dg·[pre > θ⁺] (ReLU/TopK: [pre > 0]); pre = x·encWᵀ ± b, so ∂pre/∂x = encW_t.
+/// Threads own token ranges, so each row of dX is summed in transform order on any thread count.
+template <typename S>
+void gateBwdDx(int64_t B, int64_t T, int64_t D, const GateParams &gate, const S *encW,
+               const S *theta, const PairLists<S> &pairs, const S *pairDgate, S *dX);
+
 } // namespace molt::cpu

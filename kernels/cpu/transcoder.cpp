@@ -58,6 +58,10 @@ template <typename S> void skipBwd(int64_t B, int64_t D, const S *dYhat, const S
   gemmParallel(Trans::Yes, Trans::No, D, D, B, S(1), dYhat, D, x, D, S(0), dSkipW, D);
 }
 
+template <typename S> void skipBwdDx(int64_t B, int64_t D, const S *dYhat, const S *skipW, S *dX) {
+  gemmParallel(Trans::No, Trans::No, B, D, D, S(1), dYhat, D, skipW, D, S(1), dX, D);
+}
+
 template <typename S>
 void tcPenalty(int64_t D, int64_t F, const PenaltyParams &pen, const PairLists<S> &pairs,
                const S *decW, S lamOverB, S *pairDgate, S *dDecW, S *stats) {
@@ -88,6 +92,7 @@ void tcPenalty(int64_t D, int64_t F, const PenaltyParams &pen, const PairLists<S
                                S *, S *);                                                          \
   template void skipApply<S>(int64_t, int64_t, const S *, const S *, S *);                        \
   template void skipBwd<S>(int64_t, int64_t, const S *, const S *, S *);                          \
+  template void skipBwdDx<S>(int64_t, int64_t, const S *, const S *, S *);                        \
   template void tcPenalty<S>(int64_t, int64_t, const PenaltyParams &, const PairLists<S> &,       \
                              const S *, S, S *, S *, S *);
 MOLT_INSTANTIATE(float)

@@ -31,4 +31,7 @@ template <typename S>
 void tcPenalty(int64_t D, int64_t F, const PenaltyParams &pen, const PairLists<S> &pairs,
                const S *decW, S lamOverB, S *pairDgate, S *dDecW, S *stats);
 
+/// dX += dYhat · skipW (the skip connection's input gradient).
+template <typename S> void skipBwdDx(int64_t B, int64_t D, const S *dYhat, const S *skipW, S *dX);
+
 } // namespace molt::cpu

@@ -378,6 +378,10 @@ class Layer:
         self._params = [(n, tuple(s)) for n, s in self._s.params()]
         self.param_names = [n for n, _ in self._params]
         self._can_bind = self._s.can_bind()
+        self._recorded = None  # recorded_names(), computed on first use
+        self._int_tensors = {b["name"] for b in manifest.get("buffers", [])
+                             if b.get("dtype") == "i32"}
+        self._buffer_shapes = {b["name"]: b["shape"] for b in manifest.get("buffers", [])}
         self._s.init_params(seed)
         self.params = {}
         for n in self.param_names:
@@ -510,9 +514,12 @@ class Layer:
     def _prepare(self, x, what="x"):
         x = _device_f32(x, self.tensor_device)
         n = _rows(x, self.d_model, what)
-        if n and n != self.batch:
-            self._s.set_batch(n)
-            self._attach_params()
+        if n and n != self._s.rows:
+            # Within the prepared batch no re-preparing; beyond it the executor grows to n.
+            grows = n > self.batch
+            self._s.set_rows(n)
+            if grows:
+                self._attach_params()
         return x, n
 
     def _empty(self, like, *shape):
@@ -522,10 +529,12 @@ class Layer:
 
     # -- compute ------------------------------------------------------------------------------
 
-    def forward(self, x, out=None, params=None):
+    def forward(self, x, out=None, params=None, record=None):
         """ŷ for rows x [n, d]. Returns a view of the executor's `yhat` (overwritten by the next
         call), or writes into `out` (bound as `yhat`, no copy) and returns it. `params`
-        (name -> array) are used instead of the layer's own, bound without a copy."""
+        (name -> array) are used instead of the layer's own, bound without a copy. `record`
+        (from record_tensors(n)) receives what backward(..., recorded=record) reads (the pair
+        lists), so that gradient needs no second forward."""
         like = x
         x, n = self._prepare(x)
         if out is not None and tuple(out.shape) != (n, self.d_model):
@@ -538,19 +547,70 @@ class Layer:
             tensors[name] = _device_f32(a, self.tensor_device)
         if out is not None:
             tensors["yhat"] = out
+        if record is not None and self._can_bind:
+            tensors.update(record)
         with self.bind(tensors):
             self._run("forward")
+            if record is not None and not self._can_bind:
+                for name, a in record.items():
+                    a.copy_(self.view(name, like=a))
         if out is not None and not self._can_bind:
             (out.copy_ if _is_torch(out) else lambda v: np.copyto(out, v))(
                 self.view("yhat", like=out))
         return out if out is not None else self.view("yhat", like=like)
 
-    def backward(self, x, d_yhat, params=None, input_grad=True):
-        """Gradients of ⟨ŷ(x), d_yhat⟩: {"x": dL/dx (when input_grad), p: dL/dp for each param}.
-        Param gradients are views of the executor's d_<p> (overwritten by the next call).
-        `params` (name -> array) are used instead of the layer's own, bound without a copy."""
-        if not self._s.has_entry(_molt.BACKWARD_ENTRY):
-            raise InvalidArgument("this bundle has no train_step, so no backward")
+    def recorded_names(self):
+        """The tensors the gradient entries take from `forward` (the compiled plan says which)."""
+        if self._recorded is None:
+            names = set()
+            for entry in ("backward", "vjp"):
+                if self._s.has_entry(entry):
+                    names.update(self._s.recorded(entry))
+            self._recorded = sorted(names)
+        return self._recorded
+
+    def record_tensors(self, n, like=None):
+        """Fresh arrays for forward(..., record=) at n rows, shaped as the executor's tensors."""
+        torch = _torch() if like is not None and _is_torch(like) else None
+        out = {}
+        for name in self.recorded_names():
+            shape = tuple(self._buffer_dims(name, n))
+            dtype = "int32" if name in self._int_tensors else "float32"
+            if torch is not None:
+                # Zeroed: the kernels write only the listed pairs, and an op's output must be
+                # the same on every call (torch.library.opcheck, torch.compile).
+                out[name] = torch.zeros(shape, dtype=getattr(torch, dtype), device=like.device)
+            else:
+                out[name] = np.zeros(shape, dtype)
+        return out
+
+    def _buffer_dims(self, name, n):
+        """A buffer's shape at n rows (B = n, P = n·T, Pk = n·N_k: docs/bundle.md)."""
+        m = self.model
+        T = sum(b["count"] for b in m["buckets"]) if m["kind"] == "molt" else m["features"]
+        out = []
+        for d in self._buffer_shapes[name]:
+            if isinstance(d, int):
+                out.append(d)
+            elif d == "B":
+                out.append(n)
+            elif d == "P":
+                out.append(n * T)
+            else:
+                out.append(n * m["buckets"][int(d[1:])]["count"])
+        return out
+
+    def backward(self, x, d_yhat, params=None, input_grad=True, recorded=None, out=None):
+        """Gradients of ⟨ŷ(x), d_yhat⟩: {"x": dL/dx (when input_grad), p: dL/dp for each param},
+        from the bundle's compiled `vjp` entry (`backward` without the input gradient). With
+        `recorded` (the record of a forward(x, record=...) on the same x and params) no forward
+        runs; else forward runs first. Gradients are views of the executor's d_<p> / d_x
+        (overwritten by the next call) unless `out` ({"d_<p>" / "d_x": array}) is given, into
+        which they are written (bound, no copy). `params` are used instead of the layer's own."""
+        entry = "vjp" if input_grad else "backward"
+        if not self._s.has_entry(entry):
+            raise InvalidArgument(f"this bundle has no {entry!r} entry (a forward-only bundle, "
+                                  "or one compiled before molt emitted it): recompile it")
         like = x
         x, n = self._prepare(x)
         d_yhat = _device_f32(d_yhat, self.tensor_device)
@@ -565,13 +625,32 @@ class Layer:
         tensors = {"x": x, "d_yhat": d_yhat}
         for name, a in (params or {}).items():
             tensors[name] = _device_f32(a, self.tensor_device)
+        out = dict(out or {})
+        if self._can_bind:
+            tensors.update(out)
+            if recorded is not None:
+                tensors.update(recorded)
         with self.bind(tensors):
-            self._run(_molt.BACKWARD_ENTRY)
-            grads = {p: self.view("d_" + p, like=like) for p in self.param_names}
-            if input_grad:
-                dx = self._s.input_grad(_host_f32(x), _host_f32(d_yhat))
-                grads["x"] = _wrap_like(dx, like) if not _is_torch(like) else \
-                    _torch().from_numpy(dx).to(like.device)
+            if recorded is None:
+                self._run("forward")
+            elif not self._can_bind:
+                for name, a in recorded.items():
+                    self.view(name, like=a).copy_(a) if _is_torch(a) else \
+                        np.copyto(self.view(name), a)
+            self._run(entry)
+            names = ["d_" + p for p in self.param_names] + (["d_x"] if input_grad else [])
+            views = {}
+            for name in names:
+                if name in out:
+                    if not self._can_bind:
+                        v = self.view(name, like=out[name])
+                        out[name].copy_(v) if _is_torch(out[name]) else np.copyto(out[name], v)
+                    views[name] = out[name]
+                else:
+                    views[name] = self.view(name, like=like)
+        grads = {p: views["d_" + p] for p in self.param_names}
+        if input_grad:
+            grads["x"] = views["d_x"]
         return grads
 
     def schedule_at(self, step):

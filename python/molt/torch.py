@@ -6,8 +6,9 @@
     loss = (yhat - y).square().sum(-1).mean() + penalty      # molt-train's loss, any optimiser
     enc = mlp.encode(x)                  # the open gates per token: indices, values, l0
 
-The layer runs as the custom ops `molt::apply<k>` (forward; k = the number of params) and
-`molt::apply<k>_backward` (the runtime's backward and input gradient), each with a fake (meta)
+The layer runs as the custom ops `molt::apply<k>_<r>` (forward: ŷ and the r tensors the
+backward reads, the pair lists; k = the number of params) and `molt::apply<k>_<r>_backward` (the
+bundle's compiled `backward`, or `vjp` with the input gradient), each with a fake (meta)
 kernel, registered autograd and a vmap rule, so `torch.compile(..., fullgraph=True)`,
 `torch.func.vjp` / `jacrev` and `vmap` see one opaque op. Double backward is refused. The sparsity penalty λ/B·Σ_i Σ_t S(g_it·‖U_tV_t‖_F) (the
 transcoder's S(a_if·‖dec_w_f‖)) is plain differentiable torch on the gates and params: the
@@ -60,20 +61,29 @@ def _layer(handle):
 def _forward_impl(x, *rest):
     *params, layer = rest
     L = _layer(layer)
+    record = L.record_tensors(x.shape[0], like=x)
+    y = x.new_empty(x.shape)
     if x.shape[0] == 0:
-        return x.new_zeros(x.shape)
-    # The runtime's yhat is overwritten by the next call: the op's result owns its memory.
-    return L.forward(x, params=dict(zip(L.param_names, params))).clone()
+        return (y.zero_(), *record.values())
+    # yhat and the record are bound (written in place): the op's results own their memory.
+    L.forward(x, out=y, params=dict(zip(L.param_names, params)), record=record)
+    return (y, *record.values())
 
 
 def _backward_impl(x, d_yhat, *rest):
-    *params, layer, input_grad = rest
+    *rest, layer, input_grad = rest
     L = _layer(layer)
-    g = L.backward(x, d_yhat.contiguous(), params=dict(zip(L.param_names, params)),
-                   input_grad=input_grad)
-    dx = g["x"].to(x.device).clone() if input_grad else x.new_zeros(x.shape)
-    return (dx, *[torch.as_tensor(g[n]).to(p.device).clone()
-                  for n, p in zip(L.param_names, params)])
+    k = len(L.param_names)
+    params, records = rest[:k], rest[k:]
+    out = {"d_" + n: torch.empty_like(p) for n, p in zip(L.param_names, params)}
+    if input_grad:
+        out["d_x"] = torch.empty_like(x)
+    if x.shape[0] == 0:
+        return (x.new_zeros(x.shape), *[o.zero_() for o in out.values()][:k])
+    L.backward(x, d_yhat.contiguous(), params=dict(zip(L.param_names, params)),
+               input_grad=input_grad, recorded=dict(zip(L.recorded_names(), records)), out=out)
+    dx = out["d_x"] if input_grad else x.new_zeros(x.shape)
+    return (dx, *[out["d_" + n] for n in L.param_names])
 
 
 def _no_double_backward(ctx, *grads):
@@ -96,34 +106,46 @@ def _looped_vmap(op):
 _ops_by_arity = {}
 
 
-def _ops(k):
-    """The ops for a layer of k params, `molt::apply{k}` and `molt::apply{k}_backward`: one
-    tensor argument per param (functorch transforms refuse list-of-tensor arguments)."""
-    if k in _ops_by_arity:
-        return _ops_by_arity[k]
+def _ops(k, r):
+    """The ops for a layer of k params whose backward reads r recorded tensors,
+    `molt::apply{k}_{r}` (ŷ and the record) and `molt::apply{k}_{r}_backward`: one tensor
+    argument per param and per recorded tensor (functorch transforms refuse list-of-tensor
+    arguments). The forward's record (the pair lists) is what the backward reads, so the
+    gradient runs no second forward."""
+    if (k, r) in _ops_by_arity:
+        return _ops_by_arity[(k, r)]
     ps = "".join(f"Tensor p{i}, " for i in range(k))
-    fwd = torch.library.custom_op(f"molt::apply{k}", _forward_impl, mutates_args=(),
-                                  schema=f"(Tensor x, {ps}int layer) -> Tensor")
-    bwd = torch.library.custom_op(f"molt::apply{k}_backward", _backward_impl, mutates_args=(),
-                                  schema=f"(Tensor x, Tensor d_yhat, {ps}int layer, "
+    rs = "".join(f"Tensor r{i}, " for i in range(r))
+    fwd = torch.library.custom_op(f"molt::apply{k}_{r}", _forward_impl, mutates_args=(),
+                                  schema=f"(Tensor x, {ps}int layer) -> "
+                                         f"({', '.join(['Tensor'] * (r + 1))})")
+    bwd = torch.library.custom_op(f"molt::apply{k}_{r}_backward", _backward_impl,
+                                  mutates_args=(),
+                                  schema=f"(Tensor x, Tensor d_yhat, {ps}{rs}int layer, "
                                          f"bool input_grad) -> ({', '.join(['Tensor'] * (k + 1))})")
-    fwd.register_fake(lambda x, *rest: x.new_empty(x.shape))
+
+    def fake_forward(x, *rest):
+        L = _layer(rest[-1])
+        return (x.new_empty(x.shape), *L.record_tensors(x.shape[0], like=x).values())
+
+    fwd.register_fake(fake_forward)
     bwd.register_fake(lambda x, d_yhat, *rest: (x.new_empty(x.shape),
-                                                *[p.new_empty(p.shape) for p in rest[:-2]]))
+                                                *[p.new_empty(p.shape) for p in rest[:k]]))
 
     # Dynamo wraps torch.ops overloads, not the CustomOpDef objects: call the ops through those.
-    fwd_op = getattr(torch.ops.molt, f"apply{k}").default
-    bwd_op = getattr(torch.ops.molt, f"apply{k}_backward").default
+    fwd_op = getattr(torch.ops.molt, f"apply{k}_{r}").default
+    bwd_op = getattr(torch.ops.molt, f"apply{k}_{r}_backward").default
 
     def setup(ctx, inputs, output):
         x, *rest = inputs
-        ctx.save_for_backward(x, *rest[:-1])
+        ctx.save_for_backward(x, *rest[:-1], *output[1:])
+        ctx.mark_non_differentiable(*output[1:])
         ctx.layer = rest[-1]
 
-    def grad(ctx, d_yhat):
-        x, *params = ctx.saved_tensors
+    def grad(ctx, d_yhat, *unused):
+        x, *saved = ctx.saved_tensors
         need_x = bool(ctx.needs_input_grad[0])
-        grads = bwd_op(x, d_yhat, *params, ctx.layer, need_x)
+        grads = bwd_op(x, d_yhat, *saved, ctx.layer, need_x)
         return (grads[0] if need_x else None, *grads[1:], None)
 
     fwd.register_autograd(grad, setup_context=setup)
@@ -146,11 +168,11 @@ def _ops(k):
             setup(ctx, inputs, output)
 
         @staticmethod
-        def backward(ctx, d_yhat):
+        def backward(ctx, d_yhat, *unused):
             return grad(ctx, d_yhat)
 
-    _ops_by_arity[k] = (fwd, bwd, Apply)
-    return _ops_by_arity[k]
+    _ops_by_arity[(k, r)] = (fwd, bwd, Apply)
+    return _ops_by_arity[(k, r)]
 
 
 # ---- gates and the penalty, in torch --------------------------------------------------------
@@ -219,7 +241,8 @@ class MoltMLP(torch.nn.Module):
     def _alias_params(self):
         """Makes each nn.Parameter's data the layer's store (after __init__, unpickling, a move)."""
         self._handle = _handle(self.layer)
-        _ops(len(self.names))  # registered here, never while torch.compile traces forward
+        self._arity = (len(self.names), len(self.layer.recorded_names()))
+        _ops(*self._arity)  # registered here, never while torch.compile traces forward
         for n in self.names:
             store = self.layer.params[n]
             t = torch.from_numpy(store) if isinstance(store, np.ndarray) else store
@@ -301,8 +324,8 @@ class MoltMLP(torch.nn.Module):
             out_dtype = torch.get_autocast_dtype(x.device.type)
         flat = x.reshape(-1, x.shape[-1]).to(torch.float32).contiguous()
         with torch.autocast(x.device.type, enabled=False):
-            apply = _ops_by_arity[len(self.names)][2].apply
-            y = apply(flat, *self._param_list(), self._handle)
+            apply = _ops_by_arity[self._arity][2].apply
+            y = apply(flat, *self._param_list(), self._handle)[0]
             y = y.to(out_dtype).reshape(x.shape)
             if not return_penalty:
                 return y

@@ -3,8 +3,8 @@
 //
 // Python-facing policy (batch handling, NumPy/torch conversion, training loop state) lives in
 // python/molt/__init__.py; this file only exposes the runtime's public API and adds what the
-// runtime lacks for embedding: a `molt_backward` entry point (forward + the output-gradient half
-// of train_step) and the input gradient dL/dx, which no kernel computes.
+// runtime lacks for embedding. The gradients a caller seeds with dL/dŷ (`backward`, `input_grad`,
+// `vjp`) are entries of the bundle, emitted by the compiler like `jvp`.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/map.h>
@@ -23,6 +23,7 @@
 #include "molt/backend.h"
 #include "molt/config.h"
 #include "molt/jacobian.h"
+#include "molt/ops.h"
 #include "molt/plan.h"
 #include "molt/run.h"
 #include "molt/safetensors.h"
@@ -37,13 +38,6 @@ using namespace nb::literals;
 
 namespace molt {
 namespace {
-
-constexpr const char *kBackwardEntry = "molt_backward";
-
-// Ops of train_step that carry the output gradient d_yhat back to the params; the loss, the
-// penalty (and its Frobenius-norm gradient) and the optimiser are left out.
-const std::set<std::string> kOutputGradOps = {"bucket_apply_bwd", "gate_bwd",      "bias_grad",
-                                              "tc_decode_bwd",    "tc_encode_bwd", "skip_bwd"};
 
 // The boundary where molt::Status becomes a Python exception (the runtime never throws): a
 // StatusError carries the code across nanobind, and the translator registered in NB_MODULE
@@ -62,33 +56,37 @@ template <typename T> T take(StatusOr<T> r) {
   return std::move(r.value());
 }
 
-// Adds `molt_backward`: the forward invocations, then train_step's output-gradient ops in
-// their order. Plans without a train_step (forward-only bundles) get no backward.
-void addBackwardEntry(Plan &plan) {
-  auto fwd = plan.entry_points.find("forward");
-  auto train = plan.entry_points.find("train_step");
-  if (fwd == plan.entry_points.end() || train == plan.entry_points.end())
-    return;
-  std::vector<Invocation> seq = fwd->second;
-  for (const Invocation &inv : train->second) {
-    const KernelDesc *k = plan.findKernel(inv.kernel);
-    if (k && kOutputGradOps.count(k->op))
-      seq.push_back(inv);
-  }
-  plan.entry_points[kBackwardEntry] = std::move(seq);
-}
-
-// Tensors the backward ops accumulate into besides d_p (zeroed before molt_backward, since the
-// penalty that normally overwrites them first is not run).
-std::vector<std::string> backwardAccumulators(const Plan &plan) {
-  std::set<std::string> out;
-  auto it = plan.entry_points.find(kBackwardEntry);
-  if (it == plan.entry_points.end())
+// Tensors an entry reads before any of its ops writes them, which an op of `after` writes: what
+// a caller-seeded entry (backward, input_grad, vjp) takes from the `forward` run it follows
+// (the pair lists), by the op table's roles.
+std::vector<std::string> recordedTensors(const Plan &plan, const std::string &entry,
+                                         const std::string &after) {
+  auto e = plan.entry_points.find(entry), f = plan.entry_points.find(after);
+  if (e == plan.entry_points.end() || f == plan.entry_points.end())
     return {};
-  for (const Invocation &inv : it->second) {
-    auto a = inv.args.find("pair_dgate");
-    if (a != inv.args.end())
-      out.insert(a->second);
+  auto roles = [&](const Invocation &inv, auto &&fn) {
+    const KernelDesc *k = plan.findKernel(inv.kernel);
+    if (const OpSignature *sig = k ? findOp(k->op) : nullptr)
+      for (const OpArg &a : sig->arguments)
+        if (a.dtype != ArgDType::Params)
+          fn(a.role, inv.args.at(a.name));
+  };
+  std::set<std::string> produced, written, out;
+  for (const Invocation &inv : f->second)
+    roles(inv, [&](ArgRole r, const std::string &n) {
+      if (r != ArgRole::In)
+        produced.insert(n);
+    });
+  for (const Invocation &inv : e->second) {
+    roles(inv, [&](ArgRole r, const std::string &n) {
+      if ((r == ArgRole::In || r == ArgRole::InOut) && !written.count(n) && produced.count(n) &&
+          !plan.findParam(n))
+        out.insert(n);
+    });
+    roles(inv, [&](ArgRole r, const std::string &n) {
+      if (r != ArgRole::In)
+        written.insert(n);
+    });
   }
   return {out.begin(), out.end()};
 }
@@ -102,81 +100,31 @@ int dlpackDevice(const std::string &device) {
 
 using AnyArray = nb::ndarray<nb::c_contig>;
 
-// dL/dx = Jᵀ·δ per row, the transpose of replacementJvp: for a MOLT
-// Σ_active [ g_t V_tᵀ(U_tᵀδ) + (h_t·U_tᵀδ) e_t ] with h_t = V_t x; for a transcoder
-// Σ_active (dec_w_f·δ) enc_w_f + skip_wᵀδ. float64 accumulation, OpenMP over rows.
-void inputGradient(const ReplacementLayer &L, const float *x, const float *dy, float *dx,
-                   int64_t n) {
-  const int64_t d = L.d;
-#pragma omp parallel
-  {
-    std::vector<double> xr(d), g(d), acc(d), h, z;
-    std::vector<ActiveUnit> active;
-#pragma omp for schedule(dynamic, 16)
-    for (int64_t row = 0; row < n; ++row) {
-      bool finite = true;
-      for (int64_t j = 0; j < d; ++j) {
-        xr[j] = x[row * d + j];
-        g[j] = dy[row * d + j];
-        acc[j] = 0;
-        finite = finite && std::isfinite(xr[j]) && std::isfinite(g[j]);
-      }
-      if (!finite) { // a NaN row would list no active unit and give a finite dx
-        std::fill(dx + row * d, dx + (row + 1) * d, std::numeric_limits<float>::quiet_NaN());
-        continue;
-      }
-      activeUnits(L, xr.data(), active);
-      for (const ActiveUnit &a : active) {
-        const double *e = &L.enc_w[size_t(a.index * d)];
-        double coeff = 0; // the gate's gradient: (∂ŷ/∂g_t)·δ
-        if (L.molt) {
-          const int64_t R = L.rank[size_t(a.index)];
-          const double *U = &L.u[size_t(L.u_off[size_t(a.index)])];
-          const double *V = &L.v[size_t(L.v_off[size_t(a.index)])];
-          h.assign(size_t(R), 0);
-          z.assign(size_t(R), 0);
-          for (int64_t r = 0; r < R; ++r)
-            for (int64_t j = 0; j < d; ++j)
-              h[r] += V[r * d + j] * xr[j];
-          for (int64_t i = 0; i < d; ++i)
-            for (int64_t r = 0; r < R; ++r)
-              z[r] += U[i * R + r] * g[i];
-          for (int64_t r = 0; r < R; ++r) {
-            coeff += h[r] * z[r];
-            for (int64_t j = 0; j < d; ++j)
-              acc[j] += a.gate * V[r * d + j] * z[r];
-          }
-        } else {
-          const double *w = &L.dec_w[size_t(a.index * d)];
-          for (int64_t i = 0; i < d; ++i)
-            coeff += w[i] * g[i];
-        }
-        for (int64_t j = 0; j < d; ++j)
-          acc[j] += coeff * e[j];
-      }
-      if (!L.skip_w.empty())
-        for (int64_t i = 0; i < d; ++i)
-          for (int64_t j = 0; j < d; ++j)
-            acc[j] += L.skip_w[size_t(i * d + j)] * g[i];
-      for (int64_t j = 0; j < d; ++j)
-        dx[row * d + j] = float(acc[j]);
-    }
-  }
-}
-
 // A bundle bound to one executor of a fixed batch on one device.
 class Session {
 public:
   Session(const std::string &bundleDir, int64_t batch, const std::string &device)
       : bundleDir_(bundleDir), device_(device) {
     plan_ = take(loadPlan(bundleDir));
-    addBackwardEntry(plan_);
     addTrainPhases(plan_); // Layer.train_step under torch.distributed
     backend_ = take(createBackend(device));
     exec_ = take(backend_->prepare(plan_, bundleDir_, batch));
   }
 
   int64_t batch() const { return exec_->batch(); }
+  int64_t rows() const { return exec_->rows(); }
+  /// Runs later entries on `rows` rows: within the prepared batch without re-preparing (the
+  /// executor's setRows), beyond it by re-preparing at `rows` (setBatch).
+  void setRows(int64_t rows) {
+    if (rows > exec_->batch())
+      setBatch(rows);
+    check(exec_->setRows(rows));
+  }
+  /// `t`'s shape at the active rows.
+  std::vector<size_t> liveShape(const BufferInfo &t) const {
+    std::vector<int64_t> s = t.shapeAt(exec_->rows());
+    return {s.begin(), s.end()};
+  }
   const std::string &device() const { return device_; }
   std::string manifest() const { return planToJson(plan_); }
   std::string deviceName() const { return backend_->deviceName(); }
@@ -216,10 +164,10 @@ public:
   nb::object view(nb::handle self, const std::string &name) {
     const BufferInfo &t = info(name);
     void *p = exec_->storage(name);
+    std::vector<size_t> shape = liveShape(t);
     if (!p)
       throw StatusError{Code::Unavailable,
                         "the " + device_ + " backend does not expose tensor storage"};
-    std::vector<size_t> shape(t.shape.begin(), t.shape.end());
     nb::dlpack::dtype dt = t.dtype == DType::F32 ? nb::dtype<float>() : nb::dtype<int32_t>();
     if (device_ == "cpu")
       return nb::cast(nb::ndarray<nb::numpy>(p, shape.size(), shape.data(), self, nullptr, dt,
@@ -238,8 +186,10 @@ public:
       throw nb::type_error(("'" + name + "' needs a contiguous " +
                             (t.dtype == DType::F32 ? "float32" : "int32") + " array")
                                .c_str());
-    if (int64_t(a.size()) != t.numel())
-      throw nb::value_error(("'" + name + "' holds " + std::to_string(t.numel()) +
+    // A row-sized tensor is bound at the active rows (the caller rebinds after set_rows).
+    const int64_t want = BufferInfo{t.name, t.dtype, t.shapeAt(exec_->rows()), 0}.numel();
+    if (int64_t(a.size()) != want)
+      throw nb::value_error(("'" + name + "' holds " + std::to_string(want) +
                              " elements, the array " + std::to_string(a.size()))
                                 .c_str());
     if (a.device_type() != dlpackDevice(device_))
@@ -264,24 +214,24 @@ public:
   }
   nb::ndarray<nb::numpy, float> read(const std::string &name) {
     const BufferInfo &t = info(name);
-    auto *buf = new std::vector<float>(size_t(t.numel()));
-    nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<float> *>(p); });
     if (t.dtype != DType::F32)
       throw nb::type_error(("'" + name + "' is not float32; use view()").c_str());
-    check(exec_->read(name, buf->data(), t.bytes()));
-    std::vector<size_t> shape(t.shape.begin(), t.shape.end());
+    std::vector<size_t> shape = liveShape(t);
+    size_t n = 1;
+    for (size_t d : shape)
+      n *= d;
+    auto *buf = new std::vector<float>(n);
+    nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<float> *>(p); });
+    check(exec_->read(name, buf->data(), n * sizeof(float)));
     return nb::ndarray<nb::numpy, float>(buf->data(), shape.size(), shape.data(), owner);
   }
   void zero(const std::string &name) { check(exec_->zero(name)); }
 
+  std::vector<std::string> recorded(const std::string &entry, const std::string &after) const {
+    return recordedTensors(plan_, entry, after);
+  }
+
   void run(const std::string &entry) {
-    if (entry == kBackwardEntry) {
-      // run() zeroes d_p only for train_step; the backward ops accumulate from zero.
-      for (const ParamDesc &p : plan_.params)
-        check(exec_->zero("d_" + p.name));
-      for (const std::string &name : backwardAccumulators(plan_))
-        check(exec_->zero(name));
-    }
     nb::gil_scoped_release release;
     check(exec_->run(entry));
   }
@@ -293,31 +243,13 @@ public:
   void initParams(uint64_t seed) { check(writeTensors(*exec_, molt::initParams(plan_, seed))); }
 
   std::vector<float> stepScalars(const Schedule &s, int64_t step, int64_t adamStep) const {
-    auto a = molt::stepScalars(s, step, adamStep, exec_->batch());
+    auto a = molt::stepScalars(s, step, adamStep, exec_->rows());
     return {a.begin(), a.end()};
   }
 
   ReplacementLayer replacement() {
     TensorMap params = take(readTensors(*exec_));
     return take(makeReplacement(plan_.model, params));
-  }
-
-  /// dL/dx for rows x given dL/dŷ (host arrays [n, d]).
-  nb::ndarray<nb::numpy, float> inputGrad(nb::ndarray<const float, nb::c_contig, nb::device::cpu> x,
-                                          nb::ndarray<const float, nb::c_contig, nb::device::cpu> dy) {
-    const int64_t d = plan_.model.d_model;
-    if (x.ndim() != 2 || int64_t(x.shape(1)) != d || dy.ndim() != 2 ||
-        x.shape(0) != dy.shape(0) || dy.shape(1) != x.shape(1))
-      throw nb::value_error(("x and dL/dyhat must both be [n, " + std::to_string(d) + "]").c_str());
-    ReplacementLayer L = replacement();
-    const int64_t n = int64_t(x.shape(0));
-    auto *buf = new std::vector<float>(size_t(n * d));
-    nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<float> *>(p); });
-    {
-      nb::gil_scoped_release release;
-      inputGradient(L, x.data(), dy.data(), buf->data(), n);
-    }
-    return nb::ndarray<nb::numpy, float>(buf->data(), {size_t(n), size_t(d)}, owner);
   }
 
   /// Exact per-row Jacobians ∂ŷ/∂x [n, d, d] in float64 (study/include/molt/jacobian.h).
@@ -536,6 +468,8 @@ NB_MODULE(_molt, m) {
       .def(nb::init<const std::string &, int64_t, const std::string &>(), "bundle"_a, "batch"_a,
            "device"_a = "cpu")
       .def_prop_ro("batch", &Session::batch)
+      .def_prop_ro("rows", &Session::rows)
+      .def("set_rows", &Session::setRows, "rows"_a)
       .def_prop_ro("device", &Session::device)
       .def_prop_ro("device_name", &Session::deviceName)
       .def_prop_ro("manifest", &Session::manifest)
@@ -557,7 +491,7 @@ NB_MODULE(_molt, m) {
       .def("synchronize", &Session::synchronize)
       .def("init_params", &Session::initParams, "seed"_a)
       .def("step_scalars", &Session::stepScalars)
-      .def("input_grad", &Session::inputGrad)
+      .def("recorded", &Session::recorded, "entry"_a, "after"_a = "forward")
       .def("jacobian", &Session::jacobian);
 
   // The training loops' stop flag (molt/stop.h), for `python -m molt.train` and user loops.
@@ -593,7 +527,6 @@ NB_MODULE(_molt, m) {
 
   m.def("load_tensors", &loadTensors, "path"_a);
   m.def("save_tensors", &saveTensors, "path"_a, "tensors"_a, "metadata"_a = std::map<std::string, std::string>{});
-  m.attr("BACKWARD_ENTRY") = kBackwardEntry;
 #ifdef MOLT_PY_WITH_COMPILER
   m.def("compile_spec", [](const std::string &spec, const std::string &out,
                            const std::string &symbol) {

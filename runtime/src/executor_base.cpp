@@ -25,7 +25,16 @@ std::string shapeText(const std::vector<int64_t> &shape) {
 
 } // namespace
 
-ExecutorBase::ExecutorBase(Plan plan, int64_t batch) : plan_(std::move(plan)), batch_(batch) {}
+ExecutorBase::ExecutorBase(Plan plan, int64_t batch)
+    : plan_(std::move(plan)), batch_(batch), rows_(batch) {}
+
+Status ExecutorBase::setRows(int64_t rows) {
+  if (rows < 1 || rows > batch_)
+    return invalidArgument("rows must be in [1, " + std::to_string(batch_) +
+                           "] (the prepared batch), got " + std::to_string(rows));
+  rows_ = rows;
+  return Status::ok();
+}
 
 Status ExecutorBase::addTensor(BufferInfo info) {
   if (index_.count(info.name))
@@ -75,18 +84,22 @@ Status ExecutorBase::initialize() {
   for (const BufferDesc &b : plan_.buffers) {
     BufferInfo info{b.name, b.dtype == "i32" ? DType::I32 : DType::F32, {}};
     for (const Dim &d : b.shape) {
+      if (!d.isStatic() && !info.shape.empty())
+        return invalidArgument("buffer '" + b.name + "': a row dimension (" + d.symbol +
+                               ") must lead its shape");
       if (d.isStatic())
         info.shape.push_back(d.value);
       else if (d.symbol == "B")
-        info.shape.push_back(batch_);
+        info.shape.push_back(batch_), info.perRow = 1;
       else if (d.symbol == "P")
-        info.shape.push_back(batch_ * T);
+        info.shape.push_back(batch_ * T), info.perRow = T;
       else {
         // Pk: the pair capacity of bucket k alone.
         size_t k = size_t(std::stoll(d.symbol.substr(1)));
         if (plan_.model.kind != "molt" || k >= plan_.model.buckets.size())
           return invalidArgument("buffer '" + b.name + "': no bucket for dimension " + d.symbol);
         info.shape.push_back(batch_ * plan_.model.buckets[k].count);
+        info.perRow = plan_.model.buckets[k].count;
       }
     }
     MOLT_RETURN_IF_ERROR(addTensor(std::move(info)));
@@ -284,32 +297,38 @@ std::vector<std::string> ExecutorBase::names() const {
 }
 
 // The tensor a host copy names, checked to exist and to match the copy's size.
-StatusOr<const BufferInfo *> ExecutorBase::copyTarget(const std::string &name, size_t bytes,
-                                                      const char *verb) const {
+StatusOr<BufferInfo> ExecutorBase::copyTarget(const std::string &name, size_t bytes,
+                                               const char *verb) const {
   const BufferInfo *t = info(name);
   if (!t)
     return notFound("no tensor named '" + name + "'");
-  if (bytes != t->bytes())
+  // The live rows (setRows), or the whole capacity.
+  const BufferInfo rows = live(*t);
+  if (bytes != rows.bytes() && bytes != t->bytes())
     return invalidArgument(std::string(verb) + " '" + name + "': " + std::to_string(bytes) +
-                           " bytes for a " + std::to_string(t->bytes()) + "-byte tensor");
-  return t;
+                           " bytes for a " + std::to_string(rows.bytes()) + "-byte tensor");
+  return bytes == rows.bytes() ? rows : *t;
+}
+
+BufferInfo ExecutorBase::live(const BufferInfo &t) const {
+  return {t.name, t.dtype, t.shapeAt(rows_), t.perRow};
 }
 
 Status ExecutorBase::write(const std::string &name, const void *host, size_t bytes) {
   auto t = copyTarget(name, bytes, "writing");
-  return t.isOk() ? writeBytes(**t, host) : t.status();
+  return t.isOk() ? writeBytes(*t, host) : t.status();
 }
 
 Status ExecutorBase::read(const std::string &name, void *host, size_t bytes) {
   auto t = copyTarget(name, bytes, "reading");
-  return t.isOk() ? readBytes(**t, host) : t.status();
+  return t.isOk() ? readBytes(*t, host) : t.status();
 }
 
 Status ExecutorBase::zero(const std::string &name) {
   const BufferInfo *t = info(name);
   if (!t)
     return notFound("no tensor named '" + name + "'");
-  return zeroBytes(*t);
+  return zeroBytes(live(*t));
 }
 
 Status ExecutorBase::run(const std::string &entryPoint) {
@@ -320,16 +339,28 @@ Status ExecutorBase::run(const std::string &entryPoint) {
   auto clear = [&](const std::string &name) -> Status {
     if (!info(name) || !cleared.insert(name).second)
       return Status::ok();
-    return zeroBytes(*info(name));
+    return zeroBytes(live(*info(name)));
   };
   // Every tensor an op of the entry accumulates into (role Acc in molt/ops.def: the yhat an
   // apply adds to, the stats the loss terms add to) starts the entry at zero. train_apply has
   // no such op, so it keeps the stats its train_grad left (docs/distributed.md).
+  // So does every param gradient an op of the entry binds (role Grad), and a pair list an op
+  // updates in place (InOut, shape Pairs: pair_dgate) that no earlier op of the entry wrote:
+  // in the caller-seeded entries (backward, vjp) no penalty writes the gates' gradients first.
+  std::set<std::string> written;
   for (const Invocation &inv : it->second) {
     const OpSignature *sig = findOp(plan_.findKernel(inv.kernel)->op);
+    for (const OpArg &a : sig->arguments) {
+      if (a.dtype == ArgDType::Params)
+        continue;
+      const std::string &name = inv.args.at(a.name);
+      if (a.role == ArgRole::Acc || a.role == ArgRole::Grad ||
+          (a.role == ArgRole::InOut && a.shape == ArgShape::Pairs && !written.count(name)))
+        MOLT_RETURN_IF_ERROR(clear(name));
+    }
     for (const OpArg &a : sig->arguments)
-      if (a.role == ArgRole::Acc)
-        MOLT_RETURN_IF_ERROR(clear(inv.args.at(a.name)));
+      if (a.role != ArgRole::In && a.dtype != ArgDType::Params)
+        written.insert(inv.args.at(a.name));
   }
   if (entryPoint == "train_step" || entryPoint == kTrainGradEntry)
     for (const ParamDesc &p : plan_.params)
@@ -359,17 +390,18 @@ Status ExecutorBase::run(const std::string &entryPoint) {
 // Reads the f32 [B, d] tensor `name` into rowScratch_ and returns d; 0 when it is not one.
 StatusOr<int64_t> ExecutorBase::readRowTensor(const std::string &name) {
   const BufferInfo *t = info(name);
-  if (!t || t->dtype != DType::F32 || t->shape.size() != 2 || t->shape[0] != batch_)
+  if (!t || t->dtype != DType::F32 || t->shape.size() != 2 || t->perRow != 1)
     return int64_t(0);
-  rowScratch_.resize(size_t(t->numel()));
-  MOLT_RETURN_IF_ERROR(readBytes(*t, rowScratch_.data()));
+  const BufferInfo rows = live(*t);
+  rowScratch_.resize(size_t(rows.numel()));
+  MOLT_RETURN_IF_ERROR(readBytes(rows, rowScratch_.data()));
   return t->shape[1];
 }
 
 // The row inputs are the tensors bound as `x` (x, or x_dot in jvp) and `y`, each [B, d].
 Status ExecutorBase::findNonFiniteRows(const std::vector<Invocation> &invocations,
                                        std::vector<char> &bad) {
-  bad.assign(size_t(batch_), 0);
+  bad.assign(size_t(rows_), 0);
   if (vouchedFinite_)
     return Status::ok();
   std::set<std::string> inputs;
@@ -382,7 +414,7 @@ Status ExecutorBase::findNonFiniteRows(const std::vector<Invocation> &invocation
     if (!width)
       return width.status();
     const int64_t d = *width;
-    for (int64_t r = 0; d > 0 && r < batch_; ++r) {
+    for (int64_t r = 0; d > 0 && r < rows_; ++r) {
       const float *row = rowScratch_.data() + r * d;
       bool finite = true;
       for (int64_t j = 0; j < d; ++j)
@@ -433,10 +465,10 @@ Status ExecutorBase::poisonOutputs(const std::vector<Invocation> &invocations,
     const int64_t d = *width;
     if (d == 0)
       continue;
-    for (int64_t r = 0; r < batch_; ++r)
+    for (int64_t r = 0; r < rows_; ++r)
       if (bad[size_t(r)])
         std::fill(rowScratch_.begin() + r * d, rowScratch_.begin() + (r + 1) * d, nan);
-    MOLT_RETURN_IF_ERROR(writeBytes(*info(name), rowScratch_.data()));
+    MOLT_RETURN_IF_ERROR(writeBytes(live(*info(name)), rowScratch_.data()));
   }
   for (const std::string &name : whole) {
     const BufferInfo *t = info(name);

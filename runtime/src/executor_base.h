@@ -26,6 +26,8 @@ public:
 
   const Plan &plan() const override { return plan_; }
   int64_t batch() const override { return batch_; }
+  int64_t rows() const override { return rows_; }
+  Status setRows(int64_t rows) override;
   const BufferInfo *info(const std::string &name) const override;
   std::vector<std::string> names() const override;
   Status write(const std::string &name, const void *host, size_t bytes) override;
@@ -47,8 +49,8 @@ public:
   void setProfiling(bool on) override { profiling_ = on; }
   std::map<std::string, double> profile() const override { return profile_; }
 
-  /// Pair capacity P (= B × T).
-  int64_t pairCapacity() const { return batch_ * plan_.model.numTransforms(); }
+  /// Pair capacity P (= B × T) at the active rows.
+  int64_t pairCapacity() const { return rows_ * plan_.model.numTransforms(); }
 
 protected:
   virtual Status allocate(const BufferInfo &info) = 0;
@@ -75,6 +77,9 @@ protected:
     return Status::ok();
   }
 
+  /// `t` at the active rows (its leading row dimension cut to rows(); static shapes as they are).
+  BufferInfo live(const BufferInfo &t) const;
+
   /// A kernel attribute as an integer / float / string; kernels were checked at initialize().
   static int64_t intAttr(const KernelDesc &k, const std::string &name);
   static double floatAttr(const KernelDesc &k, const std::string &name);
@@ -82,8 +87,7 @@ protected:
 
 private:
   Status addTensor(BufferInfo info);
-  StatusOr<const BufferInfo *> copyTarget(const std::string &name, size_t bytes,
-                                          const char *verb) const;
+  StatusOr<BufferInfo> copyTarget(const std::string &name, size_t bytes, const char *verb) const;
   Status checkInvocation(const std::string &entry, const Invocation &inv) const;
   /// bad[r] = 1 when row r of a row input (bound as `x` or `y`) holds a NaN or Inf.
   Status findNonFiniteRows(const std::vector<Invocation> &invocations, std::vector<char> &bad);
@@ -94,6 +98,7 @@ private:
 
   Plan plan_;
   int64_t batch_;
+  int64_t rows_;
   std::vector<BufferInfo> tensors_;
   std::map<std::string, size_t> index_;
   bool profiling_ = false;

@@ -53,12 +53,18 @@ def test_input_and_out_are_bound_without_copy(fixture_bundle):
 
 
 def test_batch_change_keeps_params(fixture_bundle):
+    """More rows than prepared grow the executor (params kept); fewer run in its capacity
+    without re-preparing (its storage stays where it was)."""
     layer, p = make(fixture_bundle, batch=4)
-    for n in (4, 7, 2):
+    storage = {}  # capacity -> where yhat lived when that capacity was first seen
+    for n in (4, 7, 2, 7):
         x = rows(n, 8, seed=n)
-        np.testing.assert_allclose(layer.forward(x), reference_forward(layer.model, p, x),
-                                   rtol=1e-4, atol=1e-5)
-    assert layer.batch == 2
+        y = layer.forward(x)
+        assert y.shape == (n, 8)
+        np.testing.assert_allclose(y, reference_forward(layer.model, p, x), rtol=1e-4, atol=1e-5)
+        storage.setdefault(layer.batch, layer.data_ptr("yhat"))
+    assert sorted(storage) == [4, 7]
+    assert layer.data_ptr("yhat") == storage[7]
 
 
 def finite_difference(f, a, eps=1e-6):

@@ -58,15 +58,17 @@ def test_the_ops_pass_torch_library_opcheck(fixture_bundle):
     """torch's own checks of a custom op: schema, fake kernel, autograd registration, AOT
     dispatch (static and dynamic shapes), for the forward and the backward op."""
     mlp = mt.MoltMLP(make(fixture_bundle))
-    k = len(mlp.names)
+    k, r = mlp._arity
+    fwd = getattr(torch.ops.molt, f"apply{k}_{r}")
     params = [p.detach().clone().requires_grad_(True) for p in mlp.parameters()]
     x = rows(16).requires_grad_(True)
-    torch.library.opcheck(getattr(torch.ops.molt, f"apply{k}"), (x, *params, mlp._handle))
-    torch.library.opcheck(getattr(torch.ops.molt, f"apply{k}_backward"),
-                          (x.detach(), rows(16, seed=1), *[p.detach() for p in params],
+    torch.library.opcheck(fwd, (x, *params, mlp._handle))
+    record = fwd(x.detach(), *[p.detach() for p in params], mlp._handle)[1:]
+    torch.library.opcheck(getattr(torch.ops.molt, f"apply{k}_{r}_backward"),
+                          (x.detach(), rows(16, seed=1), *[p.detach() for p in params], *record,
                            mlp._handle, True))
     # The op's registered autograd (direct callers of torch.ops.molt) gives the module's grads.
-    y = getattr(torch.ops.molt, f"apply{k}")(x, *params, mlp._handle)
+    y = fwd(x, *params, mlp._handle)[0]
     grads = torch.autograd.grad(y.square().sum(), [x, *params])
     x2 = x.detach().requires_grad_(True)
     want = torch.autograd.grad(mlp(x2).square().sum(), [x2, *mlp.parameters()])

@@ -145,8 +145,10 @@ std::vector<std::string> kernelMismatches(Backend &cpuBackend, Backend &dev, con
     return {"loading the plan: " + loaded.status().message()};
   Plan plan = *loaded;
   std::vector<Invocation> steps = plan.entry_points.at("train_step");
-  if (auto jvp = plan.entry_points.find("jvp"); jvp != plan.entry_points.end())
-    steps.insert(steps.end(), jvp->second.begin(), jvp->second.end());
+  // Then the caller-seeded gradients: input_grad and vjp hold every input-gradient kernel.
+  for (const char *entry : {"jvp", "input_grad", "vjp"})
+    if (auto e = plan.entry_points.find(entry); e != plan.entry_points.end())
+      steps.insert(steps.end(), e->second.begin(), e->second.end());
   for (size_t i = 0; i < steps.size(); ++i)
     plan.entry_points["k" + std::to_string(i)] = {steps[i]};
   auto cpu = cpuBackend.prepare(plan, b.dir, b.batch);

@@ -2,6 +2,7 @@
 // the CPU forward against the dense reference, training progress, and bit-exact determinism.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -60,7 +61,16 @@ void randomise(Executor &e, uint64_t seed) {
 }
 
 void setScalars(Executor &e, float lambda, float lr, float step) {
-  writeAll(e, "scalars", {lambda, lr, 0.9f, 0.999f, 1e-8f, 1.0f, step, 1.0f / float(e.batch())});
+  writeAll(e, "scalars", {lambda, lr, 0.9f, 0.999f, 1e-8f, 1.0f, step, 1.0f / float(e.rows())});
+}
+
+/// Whether an invocation of `entry` binds the tensor `name`.
+bool entryBinds(const Plan &plan, const std::string &entry, const std::string &name) {
+  for (const Invocation &inv : plan.entry_points.at(entry))
+    for (const auto &[arg, tensor] : inv.args)
+      if (tensor == name)
+        return true;
+  return false;
 }
 
 TEST(Backend, SelectsByName) {
@@ -190,6 +200,70 @@ TEST(Executor, HostCopiesCheckNamesAndSizes) {
   EXPECT_TRUE(exec->read("x", buf.data(), 4 * 4 * 8).isOk());
   EXPECT_EQ(exec->run("no_such_entry").code(), Code::NotFound);
   EXPECT_EQ(exec->zero("nope").code(), Code::NotFound);
+}
+
+// setRows: an executor prepared for 64 rows, run on its first 24, gives bit for bit what one
+// prepared for 24 gives, in every entry; it neither reads nor writes past the live rows (the
+// rest of yhat keeps a sentinel); and the row count is checked.
+TEST(Executor, FewerRowsThanPreparedRunAsAnExecutorOfThatBatch) {
+  constexpr int64_t kCap = 64, kRows = 24;
+  for (const char *name : kFixtures) {
+    SCOPED_TRACE(name);
+    Plan plan = fixturePlan(name);
+    auto big = prepare(plan, kCap), small = prepare(plan, kRows);
+    ASSERT_TRUE(big && small);
+    randomise(*big, 9);
+    EXPECT_EQ(big->setRows(0).code(), Code::InvalidArgument);
+    EXPECT_EQ(big->setRows(kCap + 1).code(), Code::InvalidArgument);
+    ASSERT_TRUE(big->setRows(kRows).isOk());
+    EXPECT_EQ(big->rows(), kRows);
+    EXPECT_EQ(big->batch(), kCap);
+    const int64_t d = plan.model.d_model;
+    for (const ParamDesc &p : plan.params)
+      writeAll(*small, p.name, readAll(*big, p.name));
+    for (const char *row : {"x", "y"}) {
+      std::vector<float> v = readAll(*big, row);
+      v.resize(size_t(kRows * d));
+      writeAll(*small, row, v);
+      // The live part alone is a valid copy too.
+      std::vector<float> back(v.size());
+      ASSERT_TRUE(big->read(row, back.data(), back.size() * 4).isOk());
+      EXPECT_EQ(back, v);
+    }
+    for (Executor *e : {big.get(), small.get()}) {
+      setScalars(*e, 1e-3f, 1e-2f, 1);
+      for (const char *seed : {"d_yhat"})
+        if (e->info(seed)) {
+          std::vector<float> dy(size_t(kRows * d));
+          for (size_t i = 0; i < dy.size(); ++i)
+            dy[i] = float(int(i % 7) - 3) * 0.25f;
+          ASSERT_TRUE(e->write(seed, dy.data(), dy.size() * 4).isOk());
+        }
+    }
+    std::vector<float> sentinel(size_t(kCap * d), 7.0f);
+    writeAll(*big, "yhat", sentinel);
+    for (const auto &[entry, calls] : plan.entry_points) {
+      if (entry == "train_step" || entry == "jvp")
+        continue; // train_step last (it moves the params); jvp needs x_dot
+      SCOPED_TRACE(entry);
+      ASSERT_TRUE(big->run(entry).isOk());
+      ASSERT_TRUE(small->run(entry).isOk());
+      std::vector<float> y = readAll(*big, "yhat"), want = readAll(*small, "yhat");
+      if (entry == "forward" || entry == "eval")
+        EXPECT_TRUE(std::equal(want.begin(), want.end(), y.begin()));
+      EXPECT_TRUE(std::all_of(y.begin() + kRows * d, y.end(), [](float v) { return v == 7.0f; }))
+          << "a row past the live rows was written";
+      if (entryBinds(plan, entry, "d_x")) {
+        std::vector<float> dx = readAll(*big, "d_x"), wantDx = readAll(*small, "d_x");
+        EXPECT_TRUE(std::equal(wantDx.begin(), wantDx.end(), dx.begin()));
+      }
+    }
+    ASSERT_TRUE(big->run("train_step").isOk());
+    ASSERT_TRUE(small->run("train_step").isOk());
+    EXPECT_EQ(readAll(*big, "stats"), readAll(*small, "stats"));
+    for (const ParamDesc &p : plan.params)
+      EXPECT_EQ(readAll(*big, p.name), readAll(*small, p.name)) << p.name;
+  }
 }
 
 /// Trains `steps` Adam steps on one fixed batch; returns the eval losses before and after.

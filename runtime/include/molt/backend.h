@@ -22,7 +22,16 @@ enum class DType { F32, I32 };
 struct BufferInfo {
   std::string name;
   DType dtype = DType::F32;
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape; // at the prepared batch (the capacity)
+  /// The leading dimension counts rows × perRow (B: 1, P: T, Pk: N_k); 0 for a static shape.
+  int64_t perRow = 0;
+  /// The shape at `rows` active rows (Executor::setRows): the leading dimension scaled.
+  std::vector<int64_t> shapeAt(int64_t rows) const {
+    std::vector<int64_t> s = shape;
+    if (perRow > 0 && !s.empty())
+      s[0] = rows * perRow;
+    return s;
+  }
   int64_t numel() const {
     int64_t n = 1;
     for (int64_t s : shape)
@@ -37,7 +46,17 @@ class Executor {
 public:
   virtual ~Executor() = default;
   virtual const Plan &plan() const = 0;
+  /// The prepared batch: the row capacity of every row-sized tensor.
   virtual int64_t batch() const = 0;
+  /// The rows the next entries run on (batch() unless setRows chose fewer).
+  virtual int64_t rows() const { return batch(); }
+  /// Runs later entries on the first `rows` rows, 1 <= rows <= batch(), without re-preparing:
+  /// tensors keep their capacity, the kernels see B = rows, and a row-sized tensor's live part
+  /// is its first BufferInfo::shapeAt(rows) elements (rows lead every row-sized shape).
+  virtual Status setRows(int64_t rows) {
+    return rows == batch() ? Status::ok()
+                           : unavailable("this executor runs only its prepared batch");
+  }
   /// Every tensor the executor owns (params, d_p, m_p, v_p, buffers), or nullptr.
   virtual const BufferInfo *info(const std::string &name) const = 0;
   virtual std::vector<std::string> names() const = 0;

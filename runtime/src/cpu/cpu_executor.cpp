@@ -231,6 +231,23 @@ template <typename S> void encode_tangent(const CpuCall<S> &c) {
   cpu::encodeTangent(c.T, c.D, c.f("x_dot"), c.f("enc_w"), c.pairs(), c.f("pair_tan"));
 }
 template <typename S> void tc_encode_tangent(const CpuCall<S> &c) { encode_tangent(c); }
+template <typename S> void bucket_apply_dx(const CpuCall<S> &c) {
+  cpu::bucketApplyDx(c.B, c.D, c.R, c.N, c.OFF, c.f("d_yhat"), c.f("x"), c.f("u"), c.f("v"),
+                     c.pairs(), static_cast<S *>(nullptr), static_cast<S *>(nullptr),
+                     c.f("pair_dgate"), c.f("d_x"));
+}
+template <typename S> void bucket_apply_bwd_dx(const CpuCall<S> &c) {
+  cpu::bucketApplyDx(c.B, c.D, c.R, c.N, c.OFF, c.f("d_yhat"), c.f("x"), c.f("u"), c.f("v"),
+                     c.pairs(), c.f("d_u"), c.f("d_v"), c.f("pair_dgate"), c.f("d_x"));
+}
+template <typename S> void gate_bwd_dx(const CpuCall<S> &c) {
+  cpu::gateBwdDx(c.B, c.T, c.D, c.gate, c.f("enc_w"), c.theta("theta"), c.pairs(),
+                 c.f("pair_dgate"), c.f("d_x"));
+}
+template <typename S> void tc_encode_bwd_dx(const CpuCall<S> &c) { gate_bwd_dx(c); }
+template <typename S> void skip_bwd_dx(const CpuCall<S> &c) {
+  cpu::skipBwdDx(c.B, c.D, c.f("d_yhat"), c.f("skip_w"), c.f("d_x"));
+}
 
 #ifdef MOLT_CPU_OPS_EXTRA
 #include MOLT_CPU_OPS_EXTRA // test-only: the CPU kernels of MOLT_OPS_EXTRA's rows
@@ -261,7 +278,7 @@ template <typename S> Status CpuExecutor<S>::dispatch(const KernelDesc &k, const
   const bool tc = sig->kind == OpKind::Transcoder;
   const CpuCall<S> call{*this,
                         inv,
-                        batch(),
+                        rows(),
                         plan().model.d_model,
                         intAttr(k, "R"),
                         intAttr(k, "N"),

@@ -199,7 +199,7 @@ protected:
         args.lp[slot] = reinterpret_cast<const unsigned short *>(lp->second.first);
       args.p[slot++] = reinterpret_cast<void *>(ptr(tensor));
     }
-    args.B = batch();
+    args.B = rows();
     args.P = pairCapacity();
     args.d_model = int(plan().model.d_model);
     if (auto it = inv.args.find("params"); it != inv.args.end()) {
@@ -209,12 +209,12 @@ protected:
       args.params = reinterpret_cast<const k::ParamEntry *>(table->first);
       args.nparams = int(table->second);
     }
-    if (int64_t words = cudaWorkWords(kd, batch()); words > 0) {
-      MOLT_CU(api, cuMemsetD32Async(work_, 0, size_t(cudaWorkZeroedWords(kd, batch())), stream_));
+    if (int64_t words = cudaWorkWords(kd, rows()); words > 0) {
+      MOLT_CU(api, cuMemsetD32Async(work_, 0, size_t(cudaWorkZeroedWords(kd, rows())), stream_));
       args.work = reinterpret_cast<unsigned *>(work_);
     }
     const LaunchConfig &L = kit->second.launch;
-    auto grid = launchGrid(plan(), L, batch());
+    auto grid = launchGrid(plan(), L, rows());
     if (!grid)
       return grid.status().withContext("kernel '" + kd.name + "'");
     void *params[] = {&args};

@@ -51,7 +51,7 @@ protected:
   Status writeBytes(const BufferInfo &info, const void *host) override {
     std::memcpy(ptr(info.name), host, info.bytes());
     if (auto it = lowp_.find(info.name); it != lowp_.end()) // rounded as the kernels round (abi.cuh)
-      for (size_t i = 0; i < it->second.size(); ++i)
+      for (size_t i = 0; i < size_t(info.numel()); ++i)
         it->second[i] = k::floatToBf16(static_cast<const float *>(host)[i]);
     return Status::ok();
   }
@@ -62,7 +62,7 @@ protected:
   Status zeroBytes(const BufferInfo &info) override {
     std::memset(ptr(info.name), 0, info.bytes());
     if (auto it = lowp_.find(info.name); it != lowp_.end())
-      std::fill(it->second.begin(), it->second.end(), 0);
+      std::fill(it->second.begin(), it->second.begin() + info.numel(), 0);
     return Status::ok();
   }
 
@@ -84,7 +84,7 @@ protected:
         args.lp[slot] = lp->second.data();
       args.p[slot++] = ptr(tensor);
     }
-    args.B = batch();
+    args.B = rows();
     args.P = pairCapacity();
     args.d_model = int(plan().model.d_model);
     if (auto it = inv.args.find("params"); it != inv.args.end()) {
@@ -92,13 +92,13 @@ protected:
       args.params = table.data();
       args.nparams = int(table.size());
     }
-    if (const int64_t words = cudaWorkWords(kd, batch()); words > 0) {
-      std::fill(work_.begin(), work_.begin() + cudaWorkZeroedWords(kd, batch()), 0u);
+    if (const int64_t words = cudaWorkWords(kd, rows()); words > 0) {
+      std::fill(work_.begin(), work_.begin() + cudaWorkZeroedWords(kd, rows()), 0u);
       args.work = work_.data();
     }
     if (L.smem > 0)
       return unavailable("kernel '" + kd.name + "': the emulator has no dynamic shared memory");
-    auto grid = launchGrid(plan(), L, batch());
+    auto grid = launchGrid(plan(), L, rows());
     if (!grid)
       return grid.status().withContext("kernel '" + kd.name + "'");
     const unsigned block[3] = {unsigned(L.block[0]), unsigned(L.block[1]), unsigned(L.block[2])};

@@ -59,7 +59,7 @@ def main(bundle):
     print(f"model {model['kind']} {model['name']} d={model['d_model']}")
     print(f"params {' '.join(params)}")
     print(f"kernels {len(kernels)}")
-    for entry in ("forward", "eval", "train_step", "jvp"):
+    for entry in ("forward", "eval", "train_step", "jvp", "backward", "input_grad", "vjp"):
         print(f"{entry}: {' '.join(c['kernel'] for c in m['entry_points'][entry])}")
 
 

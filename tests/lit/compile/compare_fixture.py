@@ -4,7 +4,7 @@
 The fixture writes docs/bundle.md's entry points by hand; the compiler derives them (the
 backward from the ops' gradient rules). Params, kernels (op and attrs) and every invocation
 must agree, up to the names of internal buffers (which the contract leaves free) and the
-order of independent train-step kernels.
+order of independent kernels in train_step and the caller-seeded gradient entries.
 """
 import json
 import os
@@ -54,9 +54,10 @@ def main(bundle, kind):
     strip = lambda ps: [(q["name"], q["shape"], q["init"]["kind"]) for q in ps]  # noqa: E731
     if strip(compiled["params"]) != strip(fixture["params"]):
         fail(f"params {strip(compiled['params'])} != {strip(fixture['params'])}")
-    for entry in ("forward", "eval", "train_step", "jvp"):
+    ordered = ("forward", "eval", "jvp")
+    for entry in ("forward", "eval", "train_step", "jvp", "backward", "input_grad", "vjp"):
         a, b = calls(compiled, entry), calls(fixture, entry)
-        same = a == b if entry != "train_step" else sorted(a) == sorted(b)
+        same = a == b if entry in ordered else sorted(a) == sorted(b)
         if not same:
             extra = [x for x in a if x not in b]
             missing = [x for x in b if x not in a]

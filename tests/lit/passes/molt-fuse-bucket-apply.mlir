@@ -10,7 +10,7 @@ module {
                     penalty = #molt.penalty<tanh c = 4.0, lambda = 0.01, warmup = 0.1>}
 }
 
-// CHECK-LABEL: molt.program "forward"
+// CHECK-LABEL: molt.program "eval"
 // CHECK: molt.fused "frob_norm" attributes {args = {gram_u = "gram_u0", gram_v = "gram_v0", norm = "norm", u = "u0", v = "v0"}, bucket = 0 : i64} {
 // CHECK-NEXT: molt.gram ins ["u0"]
 // CHECK-NEXT: molt.gram ins ["v0"]
@@ -27,7 +27,7 @@ module {
 // CHECK-NEXT: molt.fused "bucket_apply" attributes {args = {{{.*}}u = "u1", v = "v1", x = "x", yhat = "yhat"}, bucket = 1 : i64}
 // CHECK: molt.add_bias
 // Nothing of the forward chain is left outside a kernel (the backward is the next pass's).
-// REPORT-LABEL: fusion report: forward, 9 kernels
+// REPORT-LABEL: fusion report: forward, 7 kernels
 // REPORT-NOT: [{{[0-9]}}] (unfused)
 // REPORT-LABEL: fusion report: eval, 11 kernels
 // REPORT-NOT: [{{[0-9]}}] (unfused)

@@ -20,7 +20,7 @@ module {
 // CHECK-NEXT: molt.gate
 // CHECK-NEXT: molt.compact
 // CHECK-NEXT: {{^ *[}]$}}
-// CHECK-NEXT: molt.gram
+// CHECK-NEXT: molt.gather_rows
 // The backward reads the compacted lists, so it is left for --molt-fuse-backward.
 // CHECK-LABEL: molt.program "train_step"
 // CHECK-NEXT: molt.fused "encode_gate"

@@ -8,14 +8,12 @@ module {
                     penalty = #molt.penalty<tanh c = 4.0, lambda = 0.01, warmup = 0.1>}
 }
 
-// CHECK: fusion report (before fusion): forward, 21 kernels
+// CHECK: fusion report (before fusion): forward, 15 kernels
 // CHECK-NEXT: linear_t (unfused)
 // CHECK: project_v[1] (unfused)
 // CHECK: fusion report (before fusion): train_step, 65 kernels
-// CHECK: fusion report (after fusion): forward, 6 kernels
+// CHECK: fusion report (after fusion): forward, 4 kernels
 // CHECK-NEXT: encode_gate <- linear_t + bias_cols + gate + compact
-// CHECK-NEXT: frob_norm[0] <- gram + gram + trace_norm
-// CHECK-NEXT: frob_norm[1] <- gram + gram + trace_norm
 // CHECK-NEXT: bucket_apply[0] <- gather_rows + project_v + scale_rows + project_u + scatter_add_rows
 // CHECK-NEXT: bucket_apply[1] <- gather_rows + project_v + scale_rows + project_u + scatter_add_rows
 // CHECK-NEXT: add_bias (unfused)

@@ -1,7 +1,7 @@
 // --molt-lower-to-kernels: each fused or single op becomes a launch of a molt_k.kernel whose
 // attrs are the specialised constants and whose launch comes from the heuristic, or from the
 // tuning database when it names the kernel.
-// RUN: molt-opt --molt-expand --molt-specialize-buckets --molt-fuse-encode-gate --molt-fuse-bucket-apply --molt-fuse-backward --molt-fuse-optimizer --molt-lower-to-kernels %s | FileCheck %s
+// RUN: molt-opt --molt-expand --molt-specialize-buckets --molt-fuse-encode-gate --molt-fuse-bucket-apply --molt-fuse-input-grad --molt-fuse-backward --molt-fuse-optimizer --molt-reuse-forward --molt-lower-to-kernels %s | FileCheck %s
 // RUN: echo '{"bucket_apply(D=16,N=2,OFF=1,R=4)": {"block": [128, 1, 1], "tile_n": 4, "stages": 2}}' > %t.json
 // RUN: molt-opt --molt-default-pipeline=tuning-db=%t.json %s | FileCheck %s --check-prefix=TUNED
 // RUN: not molt-opt --molt-expand --molt-lower-to-kernels %s 2>&1 | FileCheck %s --check-prefix=UNFUSED
@@ -23,14 +23,14 @@ module {
 // CHECK: molt_k.kernel @adam {attrs = {}
 // CHECK-LABEL: molt_k.entry "forward" {
 // CHECK-NEXT: molt_k.launch @encode_gate
-// CHECK-NEXT: molt_k.launch @frob_norm_0 {args = {gram_u = "gram_u0", gram_v = "gram_v0", norm = "norm", u = "u0", v = "v0"}}
-// CHECK-NEXT: molt_k.launch @frob_norm_1
 // CHECK-NEXT: molt_k.launch @bucket_apply_0
 // CHECK-NEXT: molt_k.launch @bucket_apply_1
 // CHECK-NEXT: molt_k.launch @add_bias {args = {dec_b = "dec_b", yhat = "yhat"}}
 // CHECK-NEXT: {{^ *[}]$}}
-// In eval the losses are single ops; they lower to the same kernels as in train_step.
+// In eval the Gram norms come first (only the penalty reads them); the losses are single ops; they lower to the same kernels as in train_step.
 // CHECK-LABEL: molt_k.entry "eval" {
+// CHECK-NEXT: molt_k.launch @encode_gate
+// CHECK-NEXT: molt_k.launch @frob_norm_0 {args = {gram_u = "gram_u0", gram_v = "gram_v0", norm = "norm", u = "u0", v = "v0"}}
 // CHECK: molt_k.launch @mse_loss {args = {d_yhat = "d_yhat", stats = "stats", y = "y", yhat = "yhat"}}
 // CHECK-NEXT: molt_k.launch @penalty
 // CHECK-NEXT: {{^ *[}]$}}
