@@ -113,6 +113,7 @@ public:
 
   int64_t batch() const { return exec_->batch(); }
   int64_t rows() const { return exec_->rows(); }
+  Executor &executor() { return *exec_; }
   /// Runs later entries on `rows` rows: within the prepared batch without re-preparing (the
   /// executor's setRows), beyond it by re-preparing at `rows` (setBatch).
   void setRows(int64_t rows) {
@@ -469,6 +470,8 @@ NB_MODULE(_molt, m) {
            "device"_a = "cpu")
       .def_prop_ro("batch", &Session::batch)
       .def_prop_ro("rows", &Session::rows)
+      .def("set_profiling", [](Session &s, bool on) { s.executor().setProfiling(on); }, "on"_a)
+      .def("profile", [](Session &s) { return s.executor().profile(); })
       .def("set_rows", &Session::setRows, "rows"_a)
       .def_prop_ro("device", &Session::device)
       .def_prop_ro("device_name", &Session::deviceName)

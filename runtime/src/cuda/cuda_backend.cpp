@@ -6,12 +6,13 @@
 #include "cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 
 #include "molt/cuda_api.h"
-#include "executor_base.h"
+#include "device_executor.h"
 #include "kernels/cuda/abi.cuh"
 #include "molt/config.h"
 #include "molt/cuda_wrapper.h"
@@ -76,7 +77,7 @@ struct Device {
   std::string arch() const { return "sm_" + std::to_string(major * 10 + minor); }
 };
 
-class CudaExecutor final : public ExecutorBase {
+class CudaExecutor final : public DeviceExecutor {
 public:
   static StatusOr<std::unique_ptr<Executor>> create(std::shared_ptr<Device> device, const Plan &plan,
                                                     const std::string &bundleDir, int64_t batch) {
@@ -184,41 +185,13 @@ protected:
     auto kit = kernels_.find(kd.name);
     if (kit == kernels_.end())
       return internalError("kernel '" + kd.name + "' was not compiled");
-    const OpSignature *sig = findOp(kd.op);
-    if (!sig)
-      return invalidArgument("kernel '" + kd.name + "': unknown op '" + kd.op + "'");
-    k::Args args{};
-    int slot = 0;
-    for (const char *argName : sig->args) {
-      if (std::string(argName) == "params")
-        continue;
-      if (slot >= k::kMaxArgs)
-        return internalError("op '" + kd.op + "' has more arguments than molt::k::Args holds");
-      const std::string &tensor = inv.args.at(argName);
-      if (auto lp = lowp_.find(tensor); lp != lowp_.end())
-        args.lp[slot] = reinterpret_cast<const unsigned short *>(lp->second.first);
-      args.p[slot++] = reinterpret_cast<void *>(ptr(tensor));
-    }
-    args.B = rows();
-    args.P = pairCapacity();
-    args.d_model = int(plan().model.d_model);
-    if (auto it = inv.args.find("params"); it != inv.args.end()) {
-      auto table = paramTable(it->second);
-      if (!table)
-        return table.status();
-      args.params = reinterpret_cast<const k::ParamEntry *>(table->first);
-      args.nparams = int(table->second);
-    }
-    if (int64_t words = cudaWorkWords(kd, rows()); words > 0) {
-      MOLT_CU(api, cuMemsetD32Async(work_, 0, size_t(cudaWorkZeroedWords(kd, rows())), stream_));
-      args.work = reinterpret_cast<unsigned *>(work_);
-    }
     const LaunchConfig &L = kit->second.launch;
-    auto grid = launchGrid(plan(), L, rows());
-    if (!grid)
-      return grid.status().withContext("kernel '" + kd.name + "'");
-    void *params[] = {&args};
-    return api.check(api.cuLaunchKernel(kit->second.function, (*grid)[0], (*grid)[1], (*grid)[2],
+    auto m = marshal(kd, inv, L);
+    if (!m)
+      return m.status();
+    const std::array<unsigned, 3> &grid = m->grid;
+    void *params[] = {&m->args};
+    return api.check(api.cuLaunchKernel(kit->second.function, grid[0], grid[1], grid[2],
                                         unsigned(L.block[0]), unsigned(L.block[1]),
                                         unsigned(L.block[2]), unsigned(L.smem),
                                         stream_, params, nullptr),
@@ -233,7 +206,7 @@ private:
   };
 
   CudaExecutor(std::shared_ptr<Device> device, const Plan &plan, int64_t batch)
-      : ExecutorBase(plan, batch), device_(std::move(device)) {}
+      : DeviceExecutor(plan, batch), device_(std::move(device)) {}
 
   Status compileKernels(const std::string &bundleDir) {
     const DriverApi &api = *device_->api;
@@ -263,32 +236,38 @@ private:
     return Status::ok();
   }
 
+  void *deviceAddress(const std::string &name) override {
+    return reinterpret_cast<void *>(ptr(name));
+  }
+  const unsigned short *bf16Copy(const std::string &name) override {
+    auto lp = lowp_.find(name);
+    return lp == lowp_.end() ? nullptr : reinterpret_cast<const unsigned short *>(lp->second.first);
+  }
+
   /// The device ParamEntry table of a `params` list (built once; tensors never move).
-  StatusOr<std::pair<CUdeviceptr, size_t>> paramTable(const std::string &list) {
+  StatusOr<std::pair<const k::ParamEntry *, int>> paramTable(const std::string &list) override {
     if (auto it = paramTables_.find(list); it != paramTables_.end())
-      return std::make_pair(it->second.first, it->second.second / sizeof(k::ParamEntry));
-    std::vector<k::ParamEntry> host;
-    for (const std::string &p : splitParams(list)) {
-      const BufferInfo *bi = info(p);
-      if (!bi)
-        return invalidArgument("params list names unknown tensor '" + p + "'");
-      auto dev = [&](const std::string &n) { return reinterpret_cast<float *>(ptr(n)); };
-      auto lp = lowp_.find(p);
-      host.push_back({dev(p), dev("d_" + p), dev("m_" + p), dev("v_" + p), bi->numel(),
-                      lp == lowp_.end() ? nullptr
-                                        : reinterpret_cast<unsigned short *>(lp->second.first)});
-    }
-    const size_t bytes = std::max<size_t>(1, host.size()) * sizeof(k::ParamEntry);
+      return std::make_pair(reinterpret_cast<const k::ParamEntry *>(it->second.first),
+                            int(it->second.second / sizeof(k::ParamEntry)));
+    auto host = paramRows(list);
+    if (!host)
+      return host.status();
+    const size_t bytes = std::max<size_t>(1, host->size()) * sizeof(k::ParamEntry);
     auto t = device_->pool->take(bytes);
     if (!t)
       return t.status();
     paramTables_[list] = {*t, bytes};
     const DriverApi &api = *device_->api;
-    if (!host.empty()) {
-      MOLT_CU(api, cuMemcpyHtoDAsync(*t, host.data(), host.size() * sizeof(k::ParamEntry), stream_));
+    if (!host->empty()) {
+      MOLT_CU(api, cuMemcpyHtoDAsync(*t, host->data(), host->size() * sizeof(k::ParamEntry), stream_));
       MOLT_CU(api, cuStreamSynchronize(stream_)); // `host` dies with this frame
     }
-    return std::make_pair(*t, host.size());
+    return std::make_pair(reinterpret_cast<const k::ParamEntry *>(*t), int(host->size()));
+  }
+
+  StatusOr<unsigned *> workScratch(size_t zeroedWords) override {
+    MOLT_CU(*device_->api, cuMemsetD32Async(work_, 0, zeroedWords, stream_));
+    return reinterpret_cast<unsigned *>(work_);
   }
 
   /// Whole 4-byte words, so a zero fill is one cuMemsetD32Async.

@@ -6,7 +6,7 @@
 #include <map>
 
 #include "emu/emu_module.h"
-#include "executor_base.h"
+#include "device_executor.h"
 #include "molt/cuda_wrapper.h"
 #include "molt/cuda.h"
 #include "molt/ops.h"
@@ -16,7 +16,7 @@ namespace emu {
 
 namespace {
 
-class EmuExecutor final : public ExecutorBase {
+class EmuExecutor final : public DeviceExecutor {
 public:
   static StatusOr<std::unique_ptr<Executor>> create(const Plan &plan, const std::string &bundleDir,
                                                     int64_t batch) {
@@ -67,46 +67,21 @@ protected:
   }
 
   Status launch(const KernelDesc &kd, const Invocation &inv) override {
-    const OpSignature *sig = findOp(kd.op);
     auto launchIt = launches_.find(kd.name);
-    if (!sig || launchIt == launches_.end())
+    if (launchIt == launches_.end())
       return internalError("kernel '" + kd.name + "' was not built for the emulator");
     const LaunchConfig &L = launchIt->second;
-    k::Args args{};
-    int slot = 0;
-    for (const char *name : sig->args) {
-      if (std::string(name) == "params")
-        continue; // its tensors travel in the ParamEntry table below
-      if (slot == k::kMaxArgs)
-        return internalError("op '" + kd.op + "' has more arguments than molt::k::Args holds");
-      const std::string &tensor = inv.args.at(name);
-      if (auto lp = lowp_.find(tensor); lp != lowp_.end())
-        args.lp[slot] = lp->second.data();
-      args.p[slot++] = ptr(tensor);
-    }
-    args.B = rows();
-    args.P = pairCapacity();
-    args.d_model = int(plan().model.d_model);
-    if (auto it = inv.args.find("params"); it != inv.args.end()) {
-      const std::vector<k::ParamEntry> &table = paramTable(it->second);
-      args.params = table.data();
-      args.nparams = int(table.size());
-    }
-    if (const int64_t words = cudaWorkWords(kd, rows()); words > 0) {
-      std::fill(work_.begin(), work_.begin() + cudaWorkZeroedWords(kd, rows()), 0u);
-      args.work = work_.data();
-    }
     if (L.smem > 0)
       return unavailable("kernel '" + kd.name + "': the emulator has no dynamic shared memory");
-    auto grid = launchGrid(plan(), L, rows());
-    if (!grid)
-      return grid.status().withContext("kernel '" + kd.name + "'");
+    auto m = marshal(kd, inv, L);
+    if (!m)
+      return m.status();
     const unsigned block[3] = {unsigned(L.block[0]), unsigned(L.block[1]), unsigned(L.block[2])};
-    return module_->launch(kd.entry, grid->data(), block, args);
+    return module_->launch(kd.entry, m->grid.data(), block, m->args);
   }
 
 private:
-  EmuExecutor(const Plan &plan, int64_t batch) : ExecutorBase(plan, batch) {}
+  EmuExecutor(const Plan &plan, int64_t batch) : DeviceExecutor(plan, batch) {}
 
   /// Builds (or finds cached) the plan's module from the sources the CUDA backend would compile.
   Status build(const std::string &bundleDir) {
@@ -139,18 +114,25 @@ private:
     return Status::ok();
   }
 
-  const std::vector<k::ParamEntry> &paramTable(const std::string &list) {
+  void *deviceAddress(const std::string &name) override { return ptr(name); }
+  const unsigned short *bf16Copy(const std::string &name) override {
+    auto lp = lowp_.find(name);
+    return lp == lowp_.end() ? nullptr : lp->second.data();
+  }
+  StatusOr<std::pair<const k::ParamEntry *, int>> paramTable(const std::string &list) override {
     auto it = tables_.find(list);
-    if (it != tables_.end())
-      return it->second;
-    std::vector<k::ParamEntry> &t = tables_[list];
-    for (const std::string &p : splitParams(list)) {
-      auto f = [&](const std::string &n) { return static_cast<float *>(ptr(n)); };
-      auto lp = lowp_.find(p);
-      t.push_back({f(p), f("d_" + p), f("m_" + p), f("v_" + p), info(p)->numel(),
-                   lp == lowp_.end() ? nullptr : lp->second.data()});
+    if (it == tables_.end()) {
+      auto rows = paramRows(list);
+      if (!rows)
+        return rows.status();
+      it = tables_.emplace(list, std::move(*rows)).first;
     }
-    return t;
+    return std::make_pair(static_cast<const k::ParamEntry *>(it->second.data()),
+                          int(it->second.size()));
+  }
+  StatusOr<unsigned *> workScratch(size_t zeroedWords) override {
+    std::fill(work_.begin(), work_.begin() + std::min(zeroedWords, work_.size()), 0u);
+    return work_.data();
   }
 
   void *ptr(const std::string &name) {
