@@ -24,7 +24,8 @@ import torch
 from .linearized import F64, Dictionary, Linearized, Molt, site_layer
 
 __all__ = ["Node", "attribute", "prune", "to_json", "gate_attribution", "error_pairs",
-           "transform_pairs", "top_logits", "harvest_residual", "main", "AttributionError"]
+           "transform_pairs", "top_logits", "harvest_residual", "harvest_residuals", "main",
+           "AttributionError"]
 
 PROG = "molt-study attribute"
 
@@ -535,33 +536,39 @@ def _pair_src(s):
 
 # ---- data for the dictionaries ---------------------------------------------------------------
 
-def harvest_residual(model, layer, site, batches, out_dir, shard_rows=65536):
-    """Shards {x: r, y: r} of the residual at `site` ("mid": entering block `layer`'s MLP norm;
-    "post": the block's output) over token-id batches [n, T], for training a residual SAE with
-    molt-train (a transcoder fitted to (r, r)). Returns the rows written."""
-    from .harvest import Harvester, transformer_blocks
-    block = transformer_blocks(model)[layer]
-    # The Harvester's shard writer fed through add(); it hooks a module that never runs.
-    h = Harvester(torch.nn.Identity(), out_dir=out_dir, shard_rows=shard_rows)
-    seen = []
-    if site == "mid":
-        hook = block.post_attention_layernorm.register_forward_pre_hook(
-            lambda mod, inputs: seen.append(inputs[0].detach()))
-    elif site == "post":
-        hook = block.register_forward_hook(
-            lambda mod, inputs, out: seen.append((out[0] if isinstance(out, tuple) else out).detach()))
-    else:
-        raise ValueError(f"site must be 'mid' or 'post', not {site!r}")
+_SITE_SOURCES = {"mid": "resid_mid", "post": "resid_post"}
+
+
+def harvest_residuals(model, layer, out_dirs, batches, shard_rows=65536, max_rows=None):
+    """Shards {x: r, y: r} of the residual at each site of `out_dirs` ({site: folder}; "mid":
+    entering block `layer`'s MLP norm, "post": the block's output), all from one forward pass
+    per token-id batch [n, T], for training residual SAEs with molt-train (transcoders fitted
+    to (r, r)); at most `max_rows` rows each. The hooks are molt.harvest.from_transformers(
+    source="resid_mid" / "resid_post", y="x"). Returns {site: rows written}."""
+    from .harvest import from_transformers
+    for site in out_dirs:
+        if site not in _SITE_SOURCES:
+            raise ValueError(f"site must be 'mid' or 'post', not {site!r}")
+    hs = {}
     try:
+        for site, out in out_dirs.items():
+            hs[site] = from_transformers(model, layer, source=_SITE_SOURCES[site], y="x",
+                                         out_dir=out, shard_rows=shard_rows, max_rows=max_rows)
         with torch.no_grad():
             for ids in batches:
-                model(torch.as_tensor(ids).reshape(-1, torch.as_tensor(ids).shape[-1]))
-                r = seen.pop()
-                h.add(r.reshape(-1, r.shape[-1]), r.reshape(-1, r.shape[-1]))
+                ids = torch.as_tensor(ids)
+                model(ids.reshape(-1, ids.shape[-1]))
+                if max_rows is not None and all(h.rows >= max_rows for h in hs.values()):
+                    break
     finally:
-        hook.remove()
-        h.close()
-    return h.rows
+        for h in hs.values():
+            h.close()
+    return {site: h.rows for site, h in hs.items()}
+
+
+def harvest_residual(model, layer, site, batches, out_dir, shard_rows=65536):
+    """harvest_residuals for one site; returns the rows written."""
+    return harvest_residuals(model, layer, {site: out_dir}, batches, shard_rows)[site]
 
 
 # ---- the command line ---------------------------------------------------------------------

@@ -9,8 +9,9 @@ safetensors shards (docs/architecture.md §3: `x` [n, d], `y` [n, d], F32) or st
 
 Hugging Face transformers models: `from_transformers(model, layer)` hooks the MLP of block
 `layer` (`model.model.layers[i].mlp` for Llama / Qwen / Mistral / Gemma, `transformer.h[i].mlp`
-for GPT-2), with x either the MLP's own input or the residual stream entering the block's
-pre-MLP norm (source="resid_mid"), and y the MLP's output.
+for GPT-2), with x the MLP's own input, the residual stream entering the block's pre-MLP norm
+(source="resid_mid") or the block's output (source="resid_post"), and y the MLP's output or x
+itself (y="x", the rows of a residual SAE).
 
 Torch is never imported here: a hook receives whatever the module gives, and anything with
 `.detach()` or NumPy's array protocol is accepted.
@@ -22,6 +23,10 @@ import numpy as np
 from . import save_tensors
 
 __all__ = ["Harvester", "from_transformers", "transformer_blocks"]
+
+
+def _first(output):
+    return output[0] if isinstance(output, tuple) else output
 
 
 def _rows_f32(t, d):
@@ -45,14 +50,24 @@ class Harvester:
     x_from:  optional other module whose input (argument `input_index`) is taken as x instead
              of `module`'s own (e.g. the residual stream entering a norm before an MLP); it
              must run before `module` in each forward pass.
+    x_of:    "input" (default) or "output": x is `module`'s output (the first element of a
+             tuple) instead of its input, e.g. the residual stream a transformer block writes.
+    y_is_x:  y := x, the (r, r) rows an autoencoder (an SAE: a transcoder fitted to (r, r)) is
+             trained on; `module`'s output is then not read (unless x_of="output").
     At least one of out_dir / sink. close() flushes the tail (a short last shard; a sink gets
     the tail only with flush_partial=True) and removes the hooks.
     """
 
     def __init__(self, module, out_dir=None, shard_rows=65536, sink=None, rows=None,
-                 input_index=0, mask=None, max_rows=None, flush_partial=False, x_from=None):
+                 input_index=0, mask=None, max_rows=None, flush_partial=False, x_from=None,
+                 x_of="input", y_is_x=False):
         if out_dir is None and sink is None:
             raise ValueError("Harvester needs out_dir or sink")
+        if x_of not in ("input", "output"):
+            raise ValueError(f"x_of must be 'input' or 'output', not {x_of!r}")
+        if x_of == "output" and x_from is not None:
+            raise ValueError("x_of='output' reads the hooked module itself; it excludes x_from")
+        self.x_of, self.y_is_x = x_of, bool(y_is_x)
         self.out_dir, self.shard_rows, self.sink = out_dir, int(shard_rows), sink
         self.block = int(rows or shard_rows)
         self.input_index, self.mask, self.max_rows = input_index, mask, max_rows
@@ -87,10 +102,12 @@ class Harvester:
             if self._captured is None:
                 raise RuntimeError("Harvester: x_from did not run before the hooked module")
             source, self._captured = self._captured, None
+        elif self.x_of == "output":
+            source = _first(output)
         else:
             source = inputs[self.input_index]
         x = _rows_f32(source, self.d)
-        y = _rows_f32(output[0] if isinstance(output, tuple) else output, x.shape[1])
+        y = x if self.y_is_x else _rows_f32(_first(output), x.shape[1])
         self.d = x.shape[1]
         if self.mask is not None:
             keep = np.asarray(self.mask(), dtype=bool).reshape(-1)
@@ -169,26 +186,36 @@ def transformer_blocks(model):
                      "(looked for model.layers, transformer.h, gpt_neox.layers)")
 
 
-def from_transformers(model, layer, source="mlp", attention_mask=None, **kwargs):
-    """A Harvester on block `layer`'s MLP of a transformers model: y is the MLP's output; x is
-    the MLP's input (source="mlp", i.e. after the pre-MLP norm) or the residual stream entering
-    that norm (source="resid_mid"). `attention_mask`, a callable returning the current batch's
-    mask [batch, seq], drops padding tokens. Other arguments are Harvester's."""
+def from_transformers(model, layer, source="mlp", attention_mask=None, y="mlp", **kwargs):
+    """A Harvester on block `layer` of a transformers model. x is the MLP's input
+    (source="mlp", i.e. after the pre-MLP norm), the residual stream entering that norm
+    (source="resid_mid") or the block's output, the residual stream after the MLP's add
+    (source="resid_post"). y is the MLP's output (y="mlp"; not with resid_post) or x itself
+    (y="x": the (r, r) rows of a residual SAE). `attention_mask`, a callable returning the
+    current batch's mask [batch, seq], drops padding tokens. Other arguments are Harvester's."""
+    if source not in ("mlp", "resid_mid", "resid_post"):
+        raise ValueError(f"source must be 'mlp', 'resid_mid' or 'resid_post', not {source!r}")
+    if y not in ("mlp", "x"):
+        raise ValueError(f"y must be 'mlp' or 'x', not {y!r}")
+    if source == "resid_post" and y != "x":
+        raise ValueError("source='resid_post' comes after the MLP; it needs y='x'")
     block = transformer_blocks(model)[layer]
+    if attention_mask is not None:
+        kwargs["mask"] = lambda: _host_bool(attention_mask())
+    if source == "resid_post":
+        return Harvester(block, x_of="output", y_is_x=True, **kwargs)
+    norm = None
+    if source == "resid_mid":
+        norm = next((getattr(block, n) for n in _PRE_MLP_NORMS if hasattr(block, n)), None)
+        if norm is None:
+            raise ValueError(f"block {layer} ({type(block).__name__}) has none of the pre-MLP "
+                             f"norms {', '.join(_PRE_MLP_NORMS)}")
+        if y == "x":  # the norm's own input is x; the MLP need not be hooked at all
+            return Harvester(norm, y_is_x=True, **kwargs)
     mlp = getattr(block, "mlp", None)
     if mlp is None:
         raise ValueError(f"block {layer} ({type(block).__name__}) has no .mlp")
-    x_from = None
-    if source == "resid_mid":
-        x_from = next((getattr(block, n) for n in _PRE_MLP_NORMS if hasattr(block, n)), None)
-        if x_from is None:
-            raise ValueError(f"block {layer} ({type(block).__name__}) has none of the pre-MLP "
-                             f"norms {', '.join(_PRE_MLP_NORMS)}")
-    elif source != "mlp":
-        raise ValueError(f"source must be 'mlp' or 'resid_mid', not {source!r}")
-    if attention_mask is not None:
-        kwargs["mask"] = lambda: _host_bool(attention_mask())
-    return Harvester(mlp, x_from=x_from, **kwargs)
+    return Harvester(mlp, x_from=norm, y_is_x=y == "x", **kwargs)
 
 
 def _host_bool(mask):

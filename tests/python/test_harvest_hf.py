@@ -61,6 +61,36 @@ def test_resid_mid_is_the_stream_before_the_pre_mlp_norm(llama, tmp_path):
     assert not block.post_attention_layernorm._forward_pre_hooks
 
 
+@pytest.mark.parametrize("source", ["resid_mid", "resid_post"])
+def test_y_x_gives_a_residual_saes_rows_with_padding_dropped(llama, tmp_path, source):
+    """y="x": the rows (r, r) of a residual SAE, r the stream entering the pre-MLP norm or the
+    block's output (hidden_states[layer + 1]); the attention mask drops padding as for an MLP."""
+    ids = torch.randint(0, 97, (2, 7), generator=torch.Generator().manual_seed(5))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    block = transformer_blocks(llama)[1]
+    seen = []
+    hook = block.post_attention_layernorm.register_forward_pre_hook(
+        lambda mod, inputs: seen.append(inputs[0].detach().clone()))
+    out = str(tmp_path / source)
+    try:
+        with from_transformers(llama, 1, source=source, y="x", out_dir=out,
+                               attention_mask=lambda: mask) as h, torch.no_grad():
+            hidden = llama(ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    finally:
+        hook.remove()
+    x, y = _shards(out)
+    assert h.rows == 12 and x.shape == (12, 32)
+    assert np.array_equal(x, y)
+    ref = seen[0] if source == "resid_mid" else hidden[2]
+    keep = mask.reshape(-1).bool()
+    np.testing.assert_allclose(x, ref.reshape(-1, 32)[keep].numpy(), rtol=1e-6, atol=1e-6)
+    other = hidden[2] if source == "resid_mid" else seen[0]
+    assert not np.allclose(x, other.reshape(-1, 32)[keep].numpy())
+    with torch.no_grad():  # closed: its hooks are gone, a later pass adds nothing
+        llama(ids)
+    assert h.rows == 12 and len(os.listdir(out)) == 1
+
+
 def test_padding_is_dropped_by_the_attention_mask(llama, tmp_path):
     ids = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(3))
     mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
@@ -76,5 +106,9 @@ def test_padding_is_dropped_by_the_attention_mask(llama, tmp_path):
 def test_bad_source_and_missing_blocks_are_refused(llama):
     with pytest.raises(ValueError, match="source"):
         from_transformers(llama, 0, source="attn", out_dir="unused")
+    with pytest.raises(ValueError, match="y='x'"):
+        from_transformers(llama, 0, source="resid_post", out_dir="unused")
+    with pytest.raises(ValueError, match="y must be"):
+        from_transformers(llama, 0, y="z", out_dir="unused")
     with pytest.raises(ValueError, match="transformer blocks"):
         from_transformers(torch.nn.Linear(2, 2), 0, out_dir="unused")
