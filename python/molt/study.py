@@ -2,6 +2,7 @@
 
     molt-study transforms RUN --data D --out DIR     per-transform dashboard (molt.dashboard)
     molt-study attribute ...                         attribution graphs (molt.attribution)
+    molt-study residual --layer L --data D --out DIR residual (r, r) shards for its SAEs (molt.residual)
     molt-study graph GRAPH.json --out PAGE.html      an attribution graph's offline page (molt.graphview)
 
 Each subcommand lives in its own module whose main(argv) returns the exit code; it is imported
@@ -18,6 +19,8 @@ SUBCOMMANDS = {
                                      "frequency, ‖UV‖_F, spectrum, top contexts; JSON + offline HTML"),
     "attribute": ("molt.attribution", "an attribution graph for a prompt whose edges name the "
                                       "transforms that carried them (circuit-tracer's JSON)"),
+    "residual": ("molt.residual", "(r, r) shards of the residual stream at a block (entering "
+                                  "its MLP norm, its output), to train the SAEs attribute needs"),
     "graph": ("molt.graphview", "an attribution graph's JSON as a self-contained offline HTML page"),
 }
 

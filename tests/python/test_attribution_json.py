@@ -170,3 +170,43 @@ def test_harvest_residual_writes_the_sites_rows(runs, tmp_path):
             assert np.abs(t["x"][6 * b:6 * b + 6] - ref).max() <= 1e-5 * np.abs(ref).max()
     with pytest.raises(ValueError, match="site"):
         attribution.harvest_residual(model, LAYER, "pre", [ids], str(tmp_path / "x"))
+
+
+def test_residual_command_writes_both_sites_in_one_pass(runs, tmp_path, capsys):
+    """molt-study residual: a harvest's training sequences through the model once, (r, r) rows
+    of mid.L and post.L as the clean pass has them; --tokens caps the rows; bad input is one line."""
+    from molt import residual
+
+    ids = torch.randint(1, len(WORDS) + 1, (4, 6), generator=torch.Generator().manual_seed(6))
+    seqs = tmp_path / "sequences.safetensors"
+    from safetensors.numpy import save_file
+    save_file({"ids": ids.numpy().astype(np.int32), "val": np.array([0, 1, 0, 0], np.int32)},
+              str(seqs))  # I32, as molt-harvest writes them
+    out = tmp_path / "res"
+    base = ["--model", runs["lm"], "--layer", str(LAYER), "--data", str(tmp_path),
+            "--batch", "2"]
+    assert residual.main(base + ["--out", str(out)]) == 0
+    assert "wrote 18 rows" in capsys.readouterr().err
+    assert json.loads((out / "residual.json").read_text())["rows"] == {"mid": 18, "post": 18}
+    model = transformers.LlamaForCausalLM.from_pretrained(runs["lm"]).eval()
+    for site in ("mid", "post"):
+        t = molt.load_tensors(str(out / site / "shard_00000.safetensors"))
+        assert np.array_equal(t["x"], t["y"])
+        for k, b in enumerate((0, 2, 3)):  # sequence 1 is held out
+            lin = Linearized(model, ids[b])
+            ref = (lin.r_mid if site == "mid" else lin.r_post)[LAYER].numpy()
+            assert np.abs(t["x"][6 * k:6 * k + 6] - ref).max() <= 1e-5 * np.abs(ref).max()
+    for extra, n in ((["--tokens", "7"], 7), (["--val"], 6)):  # a cap; the held-out sequence
+        few = tmp_path / f"few{n}"
+        assert residual.main(base + ["--out", str(few), "--site", "post", *extra]) == 0
+        assert sorted(os.listdir(few)) == ["post", "residual.json"]
+        assert len(molt.load_tensors(str(few / "post" / "shard_00000.safetensors"))["x"]) == n
+    capsys.readouterr()
+    for bad, why in ((["--out", str(out)], "already holds shards"),
+                     (["--out", str(tmp_path / "b"), "--layer", "9"], "blocks 0..2"),
+                     (["--out", str(tmp_path / "c"), "--site", "pre"], "invalid choice")):
+        assert residual.main(base + bad) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("molt-study residual: error:") and why in err
+    assert residual.main(["--layer", "1", "--out", str(tmp_path / "d")]) == 1
+    assert "--data" in capsys.readouterr().err
