@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "molt/gate.h"
 #include "molt/io.h"
 #include "molt/ops.h"
 
@@ -172,7 +173,7 @@ bool isGridExpr(const std::string &s) {
 GateDesc parseGate(const json &j, const std::string &where) {
   Fields f(j, where);
   GateDesc g;
-  g.kind = oneOf(f.str("kind"), {"jumprelu", "relu", "topk"}, f.at("kind"));
+  g.kind = oneOf(f.str("kind"), gateKindNames(), f.at("kind"));
   if (g.kind == "jumprelu") {
     g.threshold = f.number("threshold");
     g.bandwidth = f.number("bandwidth");

@@ -8,6 +8,14 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cuda/abi.cuh"
+
+// The CUDA ABI's gate constants (abi.cuh stays free of host headers: bundles carry it) are the
+// floor's GateKind values (molt/gate.h), which the CUDA wrapper writes by name.
+static_assert(int(molt::GateKind::JumpReLU) == molt::k::kGateJumpRelu &&
+                  int(molt::GateKind::ReLU) == molt::k::kGateRelu &&
+                  int(molt::GateKind::TopK) == molt::k::kGateTopK,
+              "kernels/cuda/abi.cuh's Gate must follow molt/gate.h");
 
 namespace molt::cpu {
 

@@ -6,9 +6,11 @@
 
 #include <cstdint>
 
+#include "molt/gate.h"
+
 namespace molt::cpu {
 
-enum class GateKind { JumpReLU, ReLU, TopK };
+using molt::GateKind; // the one definition (molt/gate.h)
 
 struct GateParams {
   GateKind kind = GateKind::JumpReLU;

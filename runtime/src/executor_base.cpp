@@ -10,6 +10,7 @@
 #include <set>
 #include <type_traits>
 
+#include "molt/gate.h"
 #include "molt/ops.h"
 
 namespace molt {
@@ -190,8 +191,8 @@ Status ExecutorBase::checkInvocation(const std::string &entry, const Invocation 
                            std::to_string(plan_.model.d_model));
   if (bucketOp && (R <= 0 || N <= 0 || OFF < 0 || OFF + N > plan_.model.numTransforms()))
     return invalidArgument(where + ": bucket attrs R/N/OFF out of range");
-  if (k->attrs.count("gate") && gate != "jumprelu" && gate != "relu" && gate != "topk")
-    return invalidArgument(where + ": unknown gate '" + gate + "'");
+  if (k->attrs.count("gate") && !parseGateKind(gate))
+    return invalidArgument(where + ": unknown gate '" + gate + "' (" + gateKindList() + ")");
   const bool encodes = sig->encodes();
   if (encodes && gate == "topk" && intAttr(*k, "k") <= 0)
     return invalidArgument(where + ": a topk gate needs k > 0");

@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "molt/gate.h"
 #include "molt/ops.h"
 #include "molt/plan.h"
 #include "molt/status.h"
@@ -95,10 +96,7 @@ inline StatusOr<std::string> cudaWrapperSource(const KernelDesc &k,
       const std::string &v = std::get<std::string>(value);
       const char *mapped = nullptr;
       if (name == "gate")
-        mapped = v == "jumprelu" ? "molt::k::kGateJumpRelu"
-                 : v == "relu"   ? "molt::k::kGateRelu"
-                 : v == "topk"   ? "molt::k::kGateTopK"
-                                 : nullptr;
+        mapped = parseGateKind(v) ? gateAbiConstant(*parseGateKind(v)) : nullptr;
       else if (name == "kind")
         mapped = v == "tanh" ? "molt::k::kPenaltyTanh" : v == "l1" ? "molt::k::kPenaltyL1" : nullptr;
       if (!mapped)

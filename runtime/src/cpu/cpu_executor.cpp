@@ -111,9 +111,7 @@ namespace {
 
 cpu::GateParams gateOf(const std::string &kind, double bandwidth, int64_t topk) {
   cpu::GateParams g;
-  g.kind = kind == "jumprelu" ? cpu::GateKind::JumpReLU
-           : kind == "topk"   ? cpu::GateKind::TopK
-                              : cpu::GateKind::ReLU;
+  g.kind = parseGateKind(kind).value_or(GateKind::ReLU); // checked at initialize()
   g.bandwidth = bandwidth;
   g.k = topk;
   return g;
