@@ -163,9 +163,22 @@ def _cached_bundle(out, fill):
     return out
 
 
+_BUILD_ID = None
+
+
+def _build_id():
+    """A fingerprint of the native extension (the compiler and runtime molt runs with)."""
+    global _BUILD_ID
+    if _BUILD_ID is None:
+        with open(_molt.__file__, "rb") as f:
+            _BUILD_ID = hashlib.sha256(f.read()).hexdigest()[:16]
+    return _BUILD_ID
+
+
 def _compile(spec_text, cache_dir):
     """Compiles spec text to a bundle in the cache (keyed by the text), reusing an earlier one."""
-    key = hashlib.sha256(spec_text.encode()).hexdigest()[:24]
+    # Keyed by the text and by this build of molt: another build may emit other ops or entries.
+    key = hashlib.sha256(_build_id().encode() + b"\0" + spec_text.encode()).hexdigest()[:24]
 
     def fill(work):
         spec_path = os.path.join(work, "spec.mlir")
@@ -223,22 +236,6 @@ def _bundle_from_files(files):
         return work
 
     return _cached_bundle(os.path.join(_cache_root(), "pickled-" + h.hexdigest()[:24]), fill)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    work = tempfile.mkdtemp(prefix=key + ".", dir=os.path.dirname(out))
-    try:
-        for name, data in files.items():
-            path = os.path.join(work, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-        try:
-            os.replace(work, out)
-        except OSError:
-            if not os.path.isfile(os.path.join(out, "manifest.json")):
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
 
 
 def _parse_device(device):

@@ -179,6 +179,21 @@ def test_bad_inputs_are_one_line_errors(fixture_bundle, tmp_path):
         layer.forward(np.zeros((4, 5), np.float32))
 
 
+def test_the_spec_cache_is_keyed_by_the_build(tmp_path, monkeypatch):
+    """A bundle cached by one build of molt is not reused by another (its ops or entries may
+    differ): the key holds the extension's fingerprint as well as the spec text."""
+    if not molt.HAS_COMPILER:
+        pytest.skip("needs the in-process compiler")
+    text = open(os.path.join(os.path.dirname(__file__), "..", "..", "examples", "specs",
+                             "small.mlir")).read()
+    cache = str(tmp_path / "cache")
+    a = molt.Layer(text, batch=4, cache_dir=cache)
+    assert molt.Layer(text, batch=4, cache_dir=cache).bundle == a.bundle
+    monkeypatch.setattr(molt, "_BUILD_ID", "another-build")
+    b = molt.Layer(text, batch=4, cache_dir=cache)
+    assert b.bundle != a.bundle and os.path.isfile(os.path.join(b.bundle, "manifest.json"))
+
+
 def test_spec_is_compiled_once_into_the_cache(fixture_bundle, tmp_path, monkeypatch):
     if molt.HAS_COMPILER:
         pytest.skip("this build compiles in-process; the molt-compile route is not taken")
