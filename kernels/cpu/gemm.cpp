@@ -21,9 +21,10 @@ namespace {
 #ifdef MOLT_HAVE_BLAS
 // OpenBLAS is opened at first use rather than linked, because it picks its kernel family once,
 // when it loads: from OPENBLAS_CORETYPE, else from its own table of CPU models. Debian 12's
-// 0.3.21 does not know recent Xeons and runs its generic "Prescott" kernels on them (measured
-// here: 15-23 GFLOP/s a core for the bucket products, 85-145 with its SkylakeX kernels). Unless
-// the user chose a family, molt names the one the CPU's features allow before loading it.
+// 0.3.21 does not know recent Xeons and runs its generic "Prescott" kernels on them
+// (OPENBLAS_VERBOSE=2 prints the choice; bench_cpu_train_step's gpt2-n8 sparse step took 1408 ms
+// that way, 527 ms with SkylakeX). Unless the user chose a family, molt names the one the CPU's
+// features allow before loading it.
 struct Blas {
   decltype(&cblas_sgemm) sgemm = nullptr;
   decltype(&cblas_dgemm) dgemm = nullptr;
