@@ -6,6 +6,7 @@
 #include "llvm/ADT/SmallSet.h"
 #include "llvm/ADT/TypeSwitch.h" // used by the generated printer
 #include "llvm/Support/CheckedArithmetic.h"
+#include "molt/gate.h"
 
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,12 @@
 
 using namespace mlir;
 using namespace mlir::molt;
+
+// The spec dialect's gate kinds are the contract's (core/include/molt/gate.h), value for value;
+// the spelling a bundle carries is taken from the contract's table (passes/EmitBundle.cpp).
+static_assert(static_cast<int>(GateKind::jumprelu) == static_cast<int>(::molt::GateKind::JumpReLU));
+static_assert(static_cast<int>(GateKind::relu) == static_cast<int>(::molt::GateKind::ReLU));
+static_assert(static_cast<int>(GateKind::topk) == static_cast<int>(::molt::GateKind::TopK));
 
 #define GET_ATTRDEF_CLASSES
 #include "dialect/MoltAttrs.cpp.inc"

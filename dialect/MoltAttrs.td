@@ -10,6 +10,8 @@ include "mlir/IR/EnumAttr.td"
 // below carry them as parameters and spell them as bare keywords.
 //===----------------------------------------------------------------------===//
 
+// Values are the contract's (core/include/molt/gate.h; MoltAttrs.cpp static_asserts them), and a
+// bundle's gate spelling is taken from the contract's table.
 def Molt_GateKind : I32EnumAttr<"GateKind", "gate nonlinearity", [
     I32EnumAttrCase<"jumprelu", 0>, I32EnumAttrCase<"relu", 1>, I32EnumAttrCase<"topk", 2>]> {
   let cppNamespace = "::mlir::molt";

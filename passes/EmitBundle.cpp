@@ -5,6 +5,7 @@
 
 #include "molt/config.h"
 #include "molt/cuda_wrapper.h"
+#include "molt/gate.h"
 #include "molt/plan.h"
 #ifdef MOLT_HAVE_CUDA
 #include "molt/nvrtc.h"
@@ -35,7 +36,7 @@ namespace {
 
 ::molt::GateDesc gateDesc(GateAttr gate) {
   ::molt::GateDesc g;
-  g.kind = stringifyGateKind(gate.getKind()).str();
+  g.kind = ::molt::gateKindName(static_cast<::molt::GateKind>(gate.getKind()));
   if (gate.isJumpReLU()) {
     g.threshold = gate.getThresholdValue();
     g.bandwidth = gate.getBandwidthValue();

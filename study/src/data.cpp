@@ -6,20 +6,16 @@
 #include <filesystem>
 
 #include "molt/io.h"
+#include "molt/random.h"
 
 namespace fs = std::filesystem;
 
 namespace molt {
 namespace {
 
-// splitmix64: turns (seed, epoch, window) into an independent stream start, so no RNG state
-// has to be saved for the shuffle: the cursor alone determines the permutation.
-uint64_t mix(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+// One splitmix64 step from z: turns (seed, epoch, window) into an independent stream start, so
+// no RNG state has to be saved for the shuffle: the cursor alone determines the permutation.
+uint64_t mix(uint64_t z) { return SplitMix64{z}.next(); }
 
 bool finiteRow(const float *v, int64_t d, float scale = 1.0f) {
   for (int64_t j = 0; j < d; ++j)

@@ -118,9 +118,9 @@ double gateMargin(const ReplacementLayer &L, const double *x) {
       a += L.enc_w[size_t(t * L.d + j)] * x[j];
     pre[size_t(t)] = a;
     // JumpReLU opens at θ⁺ = max(θ, 0) (docs/bundle.md).
-    m = std::min(m, std::fabs(a - (L.gate == "jumprelu" ? std::max(L.theta[size_t(t)], 0.0) : 0.0)));
+    m = std::min(m, std::fabs(a - (L.gate == GateKind::JumpReLU ? std::max(L.theta[size_t(t)], 0.0) : 0.0)));
   }
-  if (L.gate == "topk") {
+  if (L.gate == GateKind::TopK) {
     std::sort(pre.begin(), pre.end(), std::greater<double>());
     m = std::min(m, pre[size_t(L.topk - 1)] - pre[size_t(L.topk)]);
   }

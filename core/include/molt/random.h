@@ -3,9 +3,23 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <random>
 
 namespace molt {
+
+/// splitmix64 (Steele, Lea and Flood's SplitMix finaliser on a Weyl sequence): a tiny stream
+/// whose whole state is one word, so a stream can be started from (seed, index) without saving
+/// any state. Not for anything that needs more than 2^64 draws.
+struct SplitMix64 {
+  uint64_t state = 0;
+  uint64_t next() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+};
 
 /// A uniform double in (0, 1): never 0, so log() of it is finite.
 inline double uniform01(std::mt19937_64 &rng) {

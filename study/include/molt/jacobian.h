@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "molt/backend.h"
+#include "molt/gate.h"
 #include "molt/plan.h"
 #include "molt/status.h"
 #include "molt/teacher.h"
@@ -32,7 +33,7 @@ using HostTensors = std::map<std::string, std::vector<float>>;
 /// Jacobian code; build one with makeReplacement().
 struct ReplacementLayer {
   bool molt = true;  // false: transcoder
-  std::string gate;  // "jumprelu" | "relu" | "topk" (topk: transcoders only)
+  GateKind gate = GateKind::JumpReLU; // topk: transcoders only
   int64_t topk = 0;  // topk's k
   int64_t d = 0;     // model width
   int64_t units = 0; // T transforms (molt) or F features (transcoder)
@@ -72,7 +73,7 @@ void replacementJvp(const ReplacementLayer &layer, const double *x, const double
 void teacherJvp(const TeacherMlp &teacher, const double *x, const double *v, double *out);
 
 enum class JacobianMethod {
-  // Identities on small matrices, never a d×d Jacobian per token (costs: jacobian.cpp). Tables
+  // Identities on small matrices, never a d×d Jacobian per token (costs: study/src/jacobian/exact.cpp). Tables
   // in doubles: h² (teacher); MOLT (r_t + 2)·h per transform ever open and d + 1 per ordered
   // pair of transforms ever open together; transcoder h + 1 per feature ever open. At d = 384,
   // h = 1536, N = 2, L0 ≈ 20: about 100 MB, and a token costs ~6 ms of one core against
