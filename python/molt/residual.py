@@ -51,7 +51,7 @@ def _log(msg):
 
 
 def _sequences(args):
-    from .dashboard import _load_safetensors  # integer tensors too (molt.load_tensors: floats)
+    from .dashboard import _load_safetensors  # torch tensors: the code below uses .long(), .bool()
     path = args.sequences or (os.path.join(args.data, "sequences.safetensors") if args.data
                               else None)
     if path is None:

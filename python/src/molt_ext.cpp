@@ -356,18 +356,50 @@ void runTrainingRank(TrainOptions opts, int rank, int world, nb::object reduce) 
   check(st);
 }
 
-// Host safetensors through the runtime's reader and writer (F32 / F16 / BF16 in, F32 out).
-std::map<std::string, nb::ndarray<nb::numpy, float>> loadTensors(const std::string &path) {
+// A NumPy array of T that owns a copy of a safetensors view's raw data (Store: T's bytes;
+// uint8_t for bool, which std::vector packs).
+template <typename T, typename Store = T> nb::object ownedArray(const TensorView &t) {
+  static_assert(sizeof(T) == sizeof(Store));
+  auto *buf = new std::vector<Store>(size_t(t.numel()));
+  nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<Store> *>(p); });
+  if (!buf->empty())
+    std::memcpy(buf->data(), t.data, buf->size() * sizeof(Store));
+  std::vector<size_t> shape(t.shape.begin(), t.shape.end());
+  return nb::ndarray<nb::numpy, T>(reinterpret_cast<T *>(buf->data()), shape.size(), shape.data(),
+                                   owner)
+      .cast();
+}
+
+// Host safetensors through the runtime's reader and writer. F32 / F16 / BF16 load as float32,
+// F64 as float64, the integer dtypes and BOOL as NumPy arrays of their own type (the harvest's
+// seq / pos / token columns, a checkpoint's step counters); any other dtype (F8_*) is an
+// InvalidArgument naming the tensor, never a silent omission. Writing is F32 only.
+std::map<std::string, nb::object> loadTensors(const std::string &path) {
   auto file = take(SafetensorsFile::open(path));
-  std::map<std::string, nb::ndarray<nb::numpy, float>> out;
+  std::map<std::string, nb::object> out;
   for (const TensorView &t : file->tensors()) {
-    if (!isFloatDtype(t.dtype))
-      continue; // step counters, cursors: not tensors of the layer
-    auto *buf = new std::vector<float>(size_t(t.numel()));
-    nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<float> *>(p); });
-    toF32(t, 0, t.numel(), buf->data());
-    std::vector<size_t> shape(t.shape.begin(), t.shape.end());
-    out.emplace(t.name, nb::ndarray<nb::numpy, float>(buf->data(), shape.size(), shape.data(), owner));
+    const std::string &d = t.dtype;
+    nb::object a;
+    if (isFloatDtype(d)) {
+      auto *buf = new std::vector<float>(size_t(t.numel()));
+      nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<float> *>(p); });
+      toF32(t, 0, t.numel(), buf->data());
+      std::vector<size_t> shape(t.shape.begin(), t.shape.end());
+      a = nb::ndarray<nb::numpy, float>(buf->data(), shape.size(), shape.data(), owner).cast();
+    } else if (d == "F64") a = ownedArray<double>(t);
+    else if (d == "I64") a = ownedArray<int64_t>(t);
+    else if (d == "I32") a = ownedArray<int32_t>(t);
+    else if (d == "I16") a = ownedArray<int16_t>(t);
+    else if (d == "I8") a = ownedArray<int8_t>(t);
+    else if (d == "U64") a = ownedArray<uint64_t>(t);
+    else if (d == "U32") a = ownedArray<uint32_t>(t);
+    else if (d == "U16") a = ownedArray<uint16_t>(t);
+    else if (d == "U8") a = ownedArray<uint8_t>(t);
+    else if (d == "BOOL") a = ownedArray<bool, uint8_t>(t);
+    else
+      check(invalidArgument(path + ": tensor '" + t.name + "' has dtype " + d +
+                            ", which molt.load_tensors cannot load"));
+    out.emplace(t.name, std::move(a));
   }
   return out;
 }
@@ -528,7 +560,9 @@ NB_MODULE(_molt, m) {
   m.attr("TRAIN_GRAD_ENTRY") = kTrainGradEntry;
   m.attr("TRAIN_APPLY_ENTRY") = kTrainApplyEntry;
 
-  m.def("load_tensors", &loadTensors, "path"_a);
+  m.def("load_tensors", &loadTensors, "path"_a,
+        "{name: NumPy array} of every tensor in a safetensors file: F32/F16/BF16 as float32, F64 as "
+        "float64, integers and BOOL in their own dtype; another dtype is molt.InvalidArgument.");
   m.def("save_tensors", &saveTensors, "path"_a, "tensors"_a, "metadata"_a = std::map<std::string, std::string>{});
 #ifdef MOLT_PY_WITH_COMPILER
   m.def("compile_spec", [](const std::string &spec, const std::string &out,
