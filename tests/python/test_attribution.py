@@ -317,3 +317,48 @@ def test_the_adjoint_is_autograd_of_the_frozen_model(setup):
     for k in b:
         scale = max(1.0, float(b[k].abs().max()))
         assert (a[k] - b[k]).abs().max() <= 1e-12 * scale, k
+
+
+@pytest.mark.parametrize("name", ["tiny-molt", "tiny-molt-relu-l1"])
+def test_the_compiled_frozen_gate_vjp_is_the_closed_form(fixture_bundle, name):
+    """A fourth route for a MOLT layer: the compiled `vjp` entry (molt.Layer.backward, float32)
+    against linearized.Molt in float64. The compiled d_x is Jᵀ·dy with each open gate's own
+    slope (docs/bundle.md, gate_bwd_dx: d_x += da·enc_w_t); on one row that gate term is
+    −enc_wᵀ·d_enc_b (pre = enc_w x − enc_b, so d_enc_b = −da), which leaves the frozen-gate
+    VJP Σ_τ g_τ V_τᵀ U_τᵀ dy the attribution graph's edges use. Tolerance 1e-5 of the largest
+    entry: the compiled path accumulates in float32 (unit roundoff 6e-8) over d = 8 and ranks
+    ≤ 4: measured 0.8-1.8e-7 relative; a gate term left in is 0.5-1 of the largest entry."""
+    import molt
+    from conftest import random_params
+    layer = molt.Layer(fixture_bundle(name), batch=1)
+    p = random_params(layer, 11)
+    layer.load_state_dict(p)
+    m = Molt.from_tensors(layer.model, p)
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 2, (24, m.d)).astype(np.float32)
+    dy = rng.normal(0, 1, (24, m.d)).astype(np.float32)
+    X, DY = torch.tensor(x, dtype=F64), torch.tensor(dy, dtype=F64)
+    g = m.gates(X)
+    assert 0 < int((g > 0).sum()) < g.numel()  # some gates open, some shut: both paths matter
+    # the closed form, transform by transform, and autograd through the frozen gates
+    closed = sum(g[:, tau:tau + 1] * (DY @ m.transform(tau)[0] @ m.transform(tau)[1])
+                 for tau in range(m.T))
+    Xa = X.clone().requires_grad_(True)
+    (m.apply(Xa, g) * DY).sum().backward()
+    frozen_auto = Xa.grad
+    Xb = X.clone().requires_grad_(True)
+    (m.forward(Xb) * DY).sum().backward()  # gates live: the compiled d_x's own meaning
+    live_auto = Xb.grad
+    assert (closed - frozen_auto).abs().max() <= 1e-12 * max(1.0, float(closed.abs().max()))
+    enc_w = m.enc_w
+    compiled_live, compiled_frozen = [], []
+    for i in range(len(x)):
+        grads = layer.backward(x[i:i + 1], dy[i:i + 1], input_grad=True)
+        d_x = torch.tensor(np.array(grads["x"]), dtype=F64)[0]
+        compiled_live.append(d_x)
+        compiled_frozen.append(d_x + torch.tensor(np.array(grads["enc_b"]), dtype=F64) @ enc_w)
+    compiled_live, compiled_frozen = torch.stack(compiled_live), torch.stack(compiled_frozen)
+    for got, want in ((compiled_live, live_auto), (compiled_frozen, closed)):
+        assert (got - want).abs().max() <= 1e-5 * float(want.abs().max())
+    # the two meanings differ by far more than the tolerance: the test tells them apart
+    assert (live_auto - closed).abs().max() > 0.1 * float(closed.abs().max())
