@@ -30,12 +30,17 @@ int main(int argc, char **argv) {
   if (printOp && printOp->getNumOccurrences() == 0)
     printOp->setValue(false);
   // Standard input cannot be read twice, so only files get the pre-parse checks.
-  if (input != "-")
-    if (std::unique_ptr<llvm::MemoryBuffer> file = mlir::openInputFile(input))
-      if (std::optional<molt::SpecTextProblem> p = molt::checkSpecText(file->getBuffer())) {
-        llvm::errs() << input << ":" << p->line << ":" << p->col << ": error: " << p->message
-                     << "\n";
-        return 1;
-      }
+  if (input != "-") {
+    std::string why;
+    std::unique_ptr<llvm::MemoryBuffer> file = mlir::openInputFile(input, &why);
+    if (!file) {
+      llvm::errs() << "molt-opt: error: " << why << "\n";
+      return 1;
+    }
+    if (std::optional<molt::SpecTextProblem> p = molt::checkSpecText(file->getBuffer())) {
+      llvm::errs() << input << ":" << p->line << ":" << p->col << ": error: " << p->message << "\n";
+      return 1;
+    }
+  }
   return mlir::asMainReturnCode(mlir::MlirOptMain(argc, argv, input, output, registry));
 }
