@@ -356,18 +356,26 @@ void runTrainingRank(TrainOptions opts, int rank, int world, nb::object reduce) 
   check(st);
 }
 
-// A NumPy array of T that owns a copy of a safetensors view's raw data (Store: T's bytes;
+// A NumPy array of T, shaped like the view, that owns a buffer `fill` writes (Store: T's bytes;
 // uint8_t for bool, which std::vector packs).
-template <typename T, typename Store = T> nb::object ownedArray(const TensorView &t) {
+template <typename T, typename Store = T, typename Fill>
+nb::object ownedArray(const TensorView &t, Fill fill) {
   static_assert(sizeof(T) == sizeof(Store));
   auto *buf = new std::vector<Store>(size_t(t.numel()));
   nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<Store> *>(p); });
-  if (!buf->empty())
-    std::memcpy(buf->data(), t.data, buf->size() * sizeof(Store));
+  fill(buf->data());
   std::vector<size_t> shape(t.shape.begin(), t.shape.end());
   return nb::ndarray<nb::numpy, T>(reinterpret_cast<T *>(buf->data()), shape.size(), shape.data(),
                                    owner)
       .cast();
+}
+
+// The view's bytes as they are (safetensors is little-endian, like every host molt runs on).
+template <typename T, typename Store = T> nb::object rawArray(const TensorView &t) {
+  return ownedArray<T, Store>(t, [&](Store *p) {
+    if (t.numel() > 0)
+      std::memcpy(p, t.data, size_t(t.numel()) * sizeof(Store));
+  });
 }
 
 // Host safetensors through the runtime's reader and writer. F32 / F16 / BF16 load as float32,
@@ -381,21 +389,17 @@ std::map<std::string, nb::object> loadTensors(const std::string &path) {
     const std::string &d = t.dtype;
     nb::object a;
     if (isFloatDtype(d)) {
-      auto *buf = new std::vector<float>(size_t(t.numel()));
-      nb::capsule owner(buf, [](void *p) noexcept { delete static_cast<std::vector<float> *>(p); });
-      toF32(t, 0, t.numel(), buf->data());
-      std::vector<size_t> shape(t.shape.begin(), t.shape.end());
-      a = nb::ndarray<nb::numpy, float>(buf->data(), shape.size(), shape.data(), owner).cast();
-    } else if (d == "F64") a = ownedArray<double>(t);
-    else if (d == "I64") a = ownedArray<int64_t>(t);
-    else if (d == "I32") a = ownedArray<int32_t>(t);
-    else if (d == "I16") a = ownedArray<int16_t>(t);
-    else if (d == "I8") a = ownedArray<int8_t>(t);
-    else if (d == "U64") a = ownedArray<uint64_t>(t);
-    else if (d == "U32") a = ownedArray<uint32_t>(t);
-    else if (d == "U16") a = ownedArray<uint16_t>(t);
-    else if (d == "U8") a = ownedArray<uint8_t>(t);
-    else if (d == "BOOL") a = ownedArray<bool, uint8_t>(t);
+      a = ownedArray<float>(t, [&](float *p) { toF32(t, 0, t.numel(), p); });
+    } else if (d == "F64") a = rawArray<double>(t);
+    else if (d == "I64") a = rawArray<int64_t>(t);
+    else if (d == "I32") a = rawArray<int32_t>(t);
+    else if (d == "I16") a = rawArray<int16_t>(t);
+    else if (d == "I8") a = rawArray<int8_t>(t);
+    else if (d == "U64") a = rawArray<uint64_t>(t);
+    else if (d == "U32") a = rawArray<uint32_t>(t);
+    else if (d == "U16") a = rawArray<uint16_t>(t);
+    else if (d == "U8") a = rawArray<uint8_t>(t);
+    else if (d == "BOOL") a = rawArray<bool, uint8_t>(t);
     else
       check(invalidArgument(path + ": tensor '" + t.name + "' has dtype " + d +
                             ", which molt.load_tensors cannot load"));
